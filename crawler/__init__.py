@@ -1,0 +1,7 @@
+"""An asyncio crawl framework: Spider subclasses in, items in SQLite out."""
+
+from crawler.http import Request, Response
+from crawler.spider import Spider
+
+__all__ = ["Request", "Response", "Spider", "__version__"]
+__version__ = "0.1.0"

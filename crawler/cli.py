@@ -1,0 +1,210 @@
+"""argv -> frozen Settings -> engine. The only module that prints or exits.
+
+Every user error is a UsageError: one line on stderr, exit 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sqlite3
+import sys
+from collections.abc import Sequence
+from contextlib import closing
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from crawler import __version__
+from crawler.engine import Engine
+from crawler.errors import UsageError
+from crawler.loader import bundled_spiders, load_spider
+from crawler.storage.export import write_csv, write_jsonl
+from crawler.storage.sqlite import Summary, iter_items, open_readonly, read_summary
+
+log = logging.getLogger("crawler")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: crawl, list, export, status, bench."""
+    parser = _Parser(prog="crawler", description="An asyncio crawl framework.")
+    parser.add_argument("--version", action="version", version=f"crawler {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    crawl = commands.add_parser("crawl", help="run (or resume) a spider")
+    crawl.add_argument("target", help="a spider's name, a module, or a path to a .py file")
+    crawl.add_argument("--db", type=Path, help="the crawl database (default: <name>.db)")
+    _settings_option(crawl)
+
+    commands.add_parser("list", help="the spiders it can find")
+
+    export = commands.add_parser("export", help="print or write the stored items")
+    export.add_argument("db", type=Path)
+    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    export.add_argument("-o", "--output", type=Path, help="a file (default: stdout)")
+
+    status = commands.add_parser("status", help="pages done, queued and failed; errors by kind")
+    status.add_argument("db", type=Path)
+
+    bench = commands.add_parser("bench", help="crawl a generated site on 127.0.0.1")
+    bench.add_argument("--pages", type=int, default=5000, help="pages in the site (default 5000)")
+    _settings_option(bench)
+    return parser
+
+
+def _settings_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-s", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+        help="a setting for this run (repeatable)",
+    )  # fmt: skip
+
+
+def parse_settings(pairs: Sequence[str]) -> dict[str, str]:
+    """-s KEY=VALUE pairs as a dict; a pair without '=' is a UsageError."""
+    settings: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"-s {pair!r}: expected KEY=VALUE")
+        settings[key.strip().upper()] = value
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The `crawler` console command."""
+    try:
+        args = build_parser().parse_args(argv)
+        _setup_logging(args.log_level)
+        code = _COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(f"crawler: {exc}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print("crawler: interrupted", file=sys.stderr)
+        code = 130
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (`| head`): nothing more to say
+        code = 0
+    sys.exit(code)
+
+
+def _setup_logging(level: str) -> None:
+    value = logging.getLevelName(level.upper())
+    if not isinstance(value, int):
+        raise UsageError(f"--log-level {level!r}: expected DEBUG, INFO, WARNING or ERROR")
+    logging.basicConfig(level=value, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp_retry").setLevel(max(value, logging.INFO))
+
+
+def _crawl(args: argparse.Namespace) -> int:
+    spider = load_spider(args.target)
+    db = args.db or Path(f"{spider.name}.db")
+    engine = Engine(spider, db, parse_settings(args.settings))
+    summary, interrupted = asyncio.run(_run_interruptible(engine))
+    _print_summary(summary, db, sys.stdout)
+    return 130 if interrupted else 0
+
+
+async def _run_interruptible(engine: Engine) -> tuple[Summary, bool]:
+    """Run the engine; Ctrl-C once stops it cleanly, twice cancels it."""
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    presses = 0
+
+    def on_signal() -> None:
+        nonlocal presses
+        presses += 1
+        if presses == 1:
+            engine.stop()
+        elif main_task is not None:
+            log.warning("second Ctrl-C: exiting now; pages in flight will be refetched on resume")
+            main_task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        summary = await engine.run()
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
+    return summary, presses > 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    for name, cls in sorted(bundled_spiders().items()):
+        doc = (cls.__doc__ or "").strip().splitlines()
+        print(f"{name:12} {doc[0] if doc else cls.__name__}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    with closing(open_readonly(args.db)) as db:
+        if args.output is None:
+            _write_items(args.format, db, sys.stdout)
+            return 0
+        try:
+            out = args.output.open("w", encoding="utf-8", newline="")
+        except OSError as exc:
+            raise UsageError(f"{args.output}: cannot write ({exc.strerror})") from None
+        with out:
+            count = _write_items(args.format, db, out)
+    print(f"{count} items written to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _write_items(form: str, db: sqlite3.Connection, out: TextIO) -> int:
+    if form == "csv":
+        return write_csv(lambda: iter_items(db), out)
+    return write_jsonl(iter_items(db), out)
+
+
+def _status(args: argparse.Namespace) -> int:
+    with closing(open_readonly(args.db)) as db:
+        summary = read_summary(db)
+    _print_summary(summary, args.db, sys.stdout)
+    return 0
+
+
+def _print_summary(summary: Summary, db: Path, out: TextIO) -> None:
+    lines = [
+        f"spider: {summary.spider}",
+        f"database: {db}",
+        f"state: {'finished' if summary.finished else 'unfinished (run the same crawl to resume)'}",
+        f"done: {summary.pages_done}",
+        f"queued: {summary.pages_queued}",
+        f"failed: {summary.pages_failed}",
+        f"skipped: {summary.pages_skipped}",
+        f"items: {summary.items}",
+        f"retries: {summary.retries}",
+        f"bytes: {summary.bytes}",
+        "errors by kind: " + (_counts(summary.errors) or "none"),
+        "status codes: " + (_counts(summary.status_codes) or "none"),
+    ]
+    if summary.elapsed:
+        rate = summary.pages_this_run / summary.elapsed
+        lines.append(
+            f"this run: {summary.pages_this_run} pages in {summary.elapsed:.1f} s ({rate:.0f}/s)"
+        )
+    out.write("\n".join(lines) + "\n")
+
+
+def _counts(counts: dict[Any, int]) -> str:
+    return ", ".join(f"{key}: {value}" for key, value in counts.items())
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from crawler.bench import run_bench
+
+    return run_bench(args.pages, parse_settings(args.settings), sys.stdout)
+
+
+_COMMANDS = {"crawl": _crawl, "list": _list, "export": _export, "status": _status, "bench": _bench}
+
+if __name__ == "__main__":
+    main()

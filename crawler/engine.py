@@ -1,0 +1,228 @@
+"""Wires the stages in one TaskGroup: frontier -> fetch workers -> parse -> writer.
+
+The writer is the one edge back: after a batch of pages commits, their new requests
+are pushed to the frontier and the pages marked done there. Start, stop, resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crawler.errors import FetchError, SpiderError, UsageError
+from crawler.fetcher import Fetcher
+from crawler.frontier import Frontier
+from crawler.http import PageResult, Request, Response
+from crawler.parse import Parser
+from crawler.robots import Robots
+from crawler.settings import Settings
+from crawler.spider import Spider
+from crawler.storage.sqlite import Store, StoredRequest, Summary, open_readonly, read_summary
+from crawler.urls import canonical_url, check_url, host_of
+
+log = logging.getLogger(__name__)
+
+BATCH_PAGES = 256  # pages at most in one commit
+STOP_GRACE = 3.0  # seconds in-flight fetches get to finish after the first Ctrl-C
+PROGRESS_EVERY = 10.0
+
+
+@dataclass(slots=True)
+class _Fetched:
+    request: Request
+    outcome: Response | FetchError | str  # str: not fetched on purpose, and why
+    attempts: int = 1
+
+
+async def crawl(
+    spider: type[Spider] | Spider, db: str | Path, settings: Mapping[str, Any] | None = None
+) -> Summary:
+    """Run (or resume) a crawl of `spider` into the SQLite file `db`."""
+    return await Engine(
+        spider if isinstance(spider, Spider) else spider(), Path(db), settings
+    ).run()
+
+
+class Engine:
+    """One crawl: a spider, its database and its settings."""
+
+    def __init__(
+        self, spider: Spider, db: Path, overrides: Mapping[str, Any] | None = None
+    ) -> None:
+        if not spider.name:
+            raise UsageError(f"spider {type(spider).__name__} has no name")
+        self.settings = Settings.build(spider.custom_settings, overrides or {})
+        self.spider = spider
+        domains = list(spider.allowed_domains)
+        if self.settings.start_url:
+            spider.start_urls = [self.settings.start_url]
+            if domains:
+                domains.append(host_of(self.settings.start_url).rsplit(":", 1)[0])
+        self.store = Store(db, spider.name)
+        self.frontier = Frontier(self.settings, domains)
+        self.parser = Parser(spider)
+        self._fetched: asyncio.Queue[_Fetched | None] = asyncio.Queue(self.settings.concurrency)
+        self._parsed: asyncio.Queue[PageResult | None] = asyncio.Queue(BATCH_PAGES)
+        self._fetch_tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self.pages = 0  # committed in this run
+        self.items = 0
+        self.dropped = 0
+
+    async def run(self) -> Summary:
+        """Crawl until the frontier is empty, MAX_PAGES is reached, or `stop()`."""
+        started = time.monotonic()
+        async with self.store, Fetcher(self.settings, self.frontier.hold) as fetcher:
+            robots = (
+                Robots(fetcher.fetch, self.settings.user_agent) if self.settings.robots else None
+            )
+            await self._prepare()
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._write_loop(), name="writer")
+                    tg.create_task(self._parse_loop(), name="parse")
+                    progress = tg.create_task(self._progress_loop(started), name="progress")
+                    self._fetch_tasks = [
+                        tg.create_task(self._fetch_loop(fetcher, robots), name=f"fetch-{i}")
+                        for i in range(self.settings.concurrency)
+                    ]
+                    await asyncio.wait(self._fetch_tasks)
+                    await self._fetched.put(None)
+                    progress.cancel()
+            finally:
+                if robots is not None:
+                    robots.close()
+        with closing(open_readonly(self.store.path)) as db:
+            summary = read_summary(db)
+        summary.elapsed = time.monotonic() - started
+        summary.pages_this_run = self.pages
+        return summary
+
+    def stop(self) -> None:
+        """Fetch nothing new; pages in flight get STOP_GRACE seconds, then are left for resume."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.frontier.stop()
+        log.warning(
+            "stopping: finishing the pages in flight (up to %.0f s); Ctrl-C again to exit now",
+            STOP_GRACE,
+        )
+        asyncio.get_running_loop().call_later(STOP_GRACE, self._cancel_fetches)
+
+    def _cancel_fetches(self) -> None:
+        for task in self._fetch_tasks:
+            task.cancel()
+
+    async def _prepare(self) -> None:
+        seen, redirected, next_key, started = await self.store.load()
+        self.frontier.restore(seen, next_key, started)
+        for url in redirected:
+            self.frontier.seen(url)
+        queued = await self.store.queued()
+        if started or queued:
+            log.info("resuming %s: %d pages done, %d queued", self.store.path, started, len(queued))
+            self.frontier.push(self._restored(row) for row in queued)
+            return
+        start = list(self.spider.start_requests())
+        if not start:
+            raise UsageError(f"spider {self.spider.name!r} has no start URLs")
+        for request in start:
+            problem = check_url(request.url)
+            if problem:
+                raise UsageError(
+                    f"spider {self.spider.name!r}: start URL {request.url!r}: {problem}"
+                )
+            try:
+                self.parser.check_request(request)
+            except SpiderError as exc:
+                raise UsageError(f"spider {self.spider.name!r}: start request: {exc}") from None
+        admission = self.frontier.admit(start, None)
+        await self.store.add_requests(admission.accepted, None)
+        self.frontier.push(admission.accepted)
+
+    def _restored(self, row: StoredRequest) -> Request:
+        try:
+            callback, errback = (
+                self.parser.callback(row.callback),
+                self.parser.callback(row.errback),
+            )
+        except SpiderError as exc:
+            raise UsageError(f"cannot resume {self.store.path}: {exc}") from None
+        return Request(
+            row.url, callback, row.method, row.headers, row.body, row.meta, row.priority,
+            row.dont_filter, errback, row.depth, key=row.key, fp=row.fp,
+        )  # fmt: skip
+
+    async def _fetch_loop(self, fetcher: Fetcher, robots: Robots | None) -> None:
+        while (request := await self.frontier.get()) is not None:
+            try:
+                fetched = await self._fetch(fetcher, robots, request)
+            finally:
+                self.frontier.release(request)
+            await self._fetched.put(fetched)
+
+    async def _fetch(self, fetcher: Fetcher, robots: Robots | None, request: Request) -> _Fetched:
+        if robots is not None:
+            if not await robots.allowed(request.url):
+                return _Fetched(request, "forbidden by robots.txt")
+            delay = await robots.crawl_delay(request.url)
+            if delay > self.settings.delay:
+                self.frontier.slow_down(request.url, delay)
+        try:
+            response, attempts = await fetcher.fetch(request)
+        except FetchError as exc:
+            return _Fetched(request, exc, exc.attempts)
+        if request.method == "GET" and response.url != request.url:
+            final = canonical_url(response.url)
+            if final != canonical_url(request.url) and self.frontier.seen(final):
+                return _Fetched(request, f"redirect to a page already crawled: {final}", attempts)
+        return _Fetched(request, response, attempts)
+
+    async def _parse_loop(self) -> None:
+        while (fetched := await self._fetched.get()) is not None:
+            if isinstance(fetched.outcome, str):
+                result = PageResult(fetched.request, skipped=True, error=fetched.outcome)
+                result.attempts = fetched.attempts
+            else:
+                result = await self.parser.parse(fetched.request, fetched.outcome, fetched.attempts)
+            await self._parsed.put(result)
+        await self._parsed.put(None)
+
+    async def _write_loop(self) -> None:
+        finished = False
+        while not finished:
+            batch = [await self._parsed.get()]
+            while len(batch) < BATCH_PAGES and not self._parsed.empty():
+                batch.append(self._parsed.get_nowait())
+            if batch[-1] is None:
+                finished = True
+                batch.pop()
+            pages = [page for page in batch if page is not None]
+            for page in pages:
+                admission = self.frontier.admit(page.requests, page.request)
+                page.requests = admission.accepted
+                self.dropped += sum(admission.dropped.values())
+            if pages:
+                await self.store.commit_pages(pages)
+            for page in pages:
+                self.frontier.push(page.requests)
+                self.frontier.done(page.request)
+                self.pages += 1
+                self.items += len(page.items)
+
+    async def _progress_loop(self, started: float) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY)
+            elapsed = time.monotonic() - started
+            log.info(
+                "%d pages (%.0f/s), %d items, %d queued, %d in flight",
+                self.pages, self.pages / elapsed, self.items,
+                self.frontier.pending, self.frontier.outstanding,
+            )  # fmt: skip

@@ -1,0 +1,54 @@
+"""Every exception the framework raises on purpose.
+
+CrawlError
+├── FetchError        a page could not be fetched (.request, .reason, .attempts)
+│   └── BodyTooLarge  the body passed MAX_BODY and was cut off
+├── SpiderError       a callback raised; the original is __cause__
+└── UsageError        bad input from the user: one line on stderr, exit 2
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from crawler.http import Request, Response
+
+
+class CrawlError(Exception):
+    """Base of every error the framework raises on purpose."""
+
+
+class FetchError(CrawlError):
+    """A page could not be fetched; `reason` is the kind shown in `crawler status`."""
+
+    def __init__(
+        self,
+        request: Request,
+        reason: str,
+        *,
+        attempts: int = 1,
+        response: Response | None = None,
+    ) -> None:
+        super().__init__(f"{reason}: {request.url}")
+        self.request = request
+        self.reason = reason
+        self.attempts = attempts
+        self.response = response  # set when the server answered with an error status
+
+    @property
+    def status(self) -> int | None:
+        """The HTTP status of the last try, if the server answered."""
+        return self.response.status if self.response is not None else None
+
+
+class BodyTooLarge(FetchError):
+    """The body passed MAX_BODY bytes; what was read is dropped."""
+
+
+class SpiderError(CrawlError):
+    """A spider callback raised; the original exception is `__cause__`."""
+
+
+class UsageError(CrawlError):
+    """Bad input from the user: the CLI prints it as one line and exits 2."""

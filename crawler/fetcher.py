@@ -1,0 +1,197 @@
+"""Request -> Response or FetchError. Owns the crawl's one aiohttp ClientSession.
+
+Retries go through aiohttp-retry. Its request function is ours (`_Attempt`): it sends
+the request and reads the body, capped at MAX_BODY, so a connection reset or a
+timeout mid-body is retried like one before the headers. Library errors become
+FetchError at one boundary, in `fetch()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from aiohttp_retry import RetryClient, RetryOptionsBase
+
+from crawler.errors import BodyTooLarge, FetchError
+from crawler.http import Request, Response
+from crawler.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+RETRY_EXCEPTIONS = {aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError}
+BACKOFF_START = 0.25  # seconds before the first retry; doubles each time, with jitter
+BACKOFF_MAX = 30.0
+RETRY_AFTER_MAX = 600.0  # a longer Retry-After is not waited for: the page fails
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class PoliteRetry(RetryOptionsBase):  # type: ignore[misc]
+    """Exponential backoff with jitter; never sooner than Retry-After says."""
+
+    def __init__(self, attempts: int, on_wait: Callable[[str, float], None]) -> None:
+        super().__init__(
+            attempts=attempts,
+            statuses=set(),  # decided by _should_stop, which reads Retry-After too
+            exceptions=RETRY_EXCEPTIONS,
+            retry_all_server_errors=False,
+            evaluate_response_callback=self._should_stop,
+        )
+        self._on_wait = on_wait
+
+    @staticmethod
+    async def _should_stop(response: aiohttp.ClientResponse) -> bool:
+        if response.status not in RETRY_STATUSES:
+            return True
+        wait = retry_after(response.headers.get("Retry-After"))
+        return wait is not None and wait > RETRY_AFTER_MAX
+
+    def get_timeout(self, attempt: int, response: aiohttp.ClientResponse | None = None) -> float:
+        """Seconds before try `attempt + 1`."""
+        backoff = min(BACKOFF_MAX, BACKOFF_START * 2 ** (attempt - 1))
+        wait = backoff * random.uniform(0.5, 1.5)
+        if response is not None:
+            wait = max(wait, retry_after(response.headers.get("Retry-After")) or 0.0)
+            self._on_wait(str(response.url), wait)
+        return wait
+
+
+class _Attempt:
+    """The request function aiohttp-retry calls once per try: send, then read the body."""
+
+    def __init__(self, session: aiohttp.ClientSession, max_body: int) -> None:
+        self._session = session
+        self._max_body = max_body
+
+    async def request(
+        self, method: str, url: str, *, trace_request_ctx: dict[str, Any], **kwargs: Any
+    ) -> aiohttp.ClientResponse:
+        state: _State = trace_request_ctx["state"]
+        state.attempts = trace_request_ctx["current_attempt"]
+        response = await self._session.request(method, url, **kwargs)
+        try:
+            state.body = await self._read(response, state.request)
+        except BaseException:
+            response.close()  # the rest of the body is unread: drop the connection
+            raise
+        return response
+
+    async def _read(self, response: aiohttp.ClientResponse, request: Request) -> bytes:
+        limit = self._max_body
+        declared = response.content_length
+        if declared is not None and declared <= limit:
+            body = await response.read()
+            if len(body) <= limit:  # decompressed bodies can outgrow their length
+                return body
+        elif declared is None:
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.content.iter_chunked(1 << 16):
+                size += len(chunk)
+                if size > limit:
+                    break
+                chunks.append(chunk)
+            else:
+                return b"".join(chunks)
+        raise BodyTooLarge(request, "BodyTooLarge")
+
+
+class _State:
+    __slots__ = ("attempts", "body", "request")
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.attempts = 0
+        self.body = b""
+
+
+class Fetcher:
+    """Fetches requests through one shared session, with retries, timeouts and a body cap."""
+
+    def __init__(self, settings: Settings, on_wait: Callable[[str, float], None]) -> None:
+        self._settings = settings
+        self._on_wait = on_wait
+        self._session: aiohttp.ClientSession | None = None
+        self._client: RetryClient | None = None
+
+    async def __aenter__(self) -> Fetcher:
+        s = self._settings
+        connector = aiohttp.TCPConnector(limit=s.concurrency, limit_per_host=s.per_host)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=s.timeout, sock_connect=s.timeout),
+            headers={"User-Agent": s.user_agent},
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        self._client = RetryClient(
+            client_session=_Attempt(self._session, s.max_body),  # type: ignore[arg-type]
+            retry_options=PoliteRetry(s.retries + 1, self._on_wait),
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def fetch(self, request: Request) -> tuple[Response, int]:
+        """The response to `request` and the number of tries it took; or FetchError."""
+        assert self._client is not None, "Fetcher used outside `async with`"
+        state = _State(request)
+        try:
+            async with self._client.request(
+                request.method,
+                request.url,
+                headers=dict(request.headers) if request.headers else None,
+                data=request.body,
+                trace_request_ctx={"state": state},
+            ) as response:
+                status = response.status
+                url = str(response.url)
+                headers = response.headers
+        except BodyTooLarge as exc:
+            exc.attempts = state.attempts
+            raise
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            reason = _reason(exc)
+            raise FetchError(request, reason, attempts=state.attempts) from exc
+        fetched = Response(
+            url=url, status=status, headers=headers, body=state.body, request=request
+        )
+        if status >= 400:
+            raise FetchError(request, str(status), attempts=state.attempts, response=fetched)
+        return fetched, state.attempts
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return "TimeoutError"
+    return type(exc).__name__

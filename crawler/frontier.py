@@ -1,0 +1,238 @@
+"""What to fetch next: admission (fingerprints, depth, domains), priority, per-host readiness.
+
+The frontier is the memory side of the crawl's `requests` table: every request it
+admits gets its row key here and is written by the store in the same transaction
+as the page that found it; only then is it `push`ed and can be handed out.
+
+Hand-out is per host. Each host has its own priority heap; a host is *ready* when it
+has pending requests, fewer than PER_HOST in flight, and no DELAY or Retry-After
+hold. Ready requests move into one `asyncio.Queue` that the fetch workers read, and
+only as many as there are idle workers, so a capped or slowed host never holds a
+worker that another host could use, and priorities hold across hosts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from crawler.http import Request
+from crawler.settings import Settings
+from crawler.urls import check_url, fingerprint, host_of, in_domains
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Host:
+    heap: list[tuple[int, int, Request]] = field(default_factory=list)
+    in_flight: int = 0
+    held_until: float = 0.0
+    delay: float = 0.0
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(slots=True)
+class Admission:
+    """The requests a page may add, and why the others were dropped."""
+
+    accepted: list[Request] = field(default_factory=list)
+    dropped: Counter[str] = field(default_factory=Counter)
+
+
+class Frontier:
+    """Admits, orders and hands out requests; knows when the crawl is over."""
+
+    def __init__(self, settings: Settings, allowed_domains: Iterable[str] = ()) -> None:
+        self._per_host = settings.per_host
+        self._delay = settings.delay
+        self._max_depth = settings.max_depth
+        self._max_pages = settings.max_pages
+        self._domains = frozenset(d.lower().strip(".") for d in allowed_domains if d)
+        self._seen: set[bytes] = set()
+        self._next_key = 1
+        self._hosts: dict[str, _Host] = {}
+        self._ready: list[tuple[int, int, str]] = []  # (-priority, seq, host), may be stale
+        self._ready_set: set[str] = set()
+        self._queue: asyncio.Queue[Request | None] = asyncio.Queue()
+        self._seq = itertools.count()
+        self._idle = 0
+        self._pending = 0
+        self._outstanding = 0  # handed out and not yet committed
+        self._started = 0  # pages handed out, over every run of this crawl
+        self._closed = False
+
+    # -- admission: what enters the crawl ------------------------------------------
+
+    def restore(self, seen: Iterable[bytes], next_key: int, pages_started: int) -> None:
+        """Take the state of a crawl stored earlier: its fingerprints and counters."""
+        self._seen.update(seen)
+        self._next_key = max(self._next_key, next_key)
+        self._started = pages_started
+
+    def admit(self, requests: Iterable[Request], parent: Request | None) -> Admission:
+        """Filter new requests; those accepted get their row key and depth."""
+        result = Admission()
+        depth = parent.depth + 1 if parent is not None else 0
+        for request in requests:
+            reason = self._refusal(request, depth)
+            if reason:
+                result.dropped[reason] += 1
+                continue
+            fp = fingerprint(request.method, request.url, request.body)
+            if fp in self._seen and not request.dont_filter:
+                result.dropped["duplicate"] += 1
+                continue
+            self._seen.add(fp)
+            result.accepted.append(request.replace(depth=depth, key=self._next_key, fp=fp))
+            self._next_key += 1
+        return result
+
+    def _refusal(self, request: Request, depth: int) -> str | None:
+        problem = check_url(request.url)
+        if problem:
+            return "invalid URL"
+        if self._max_depth and depth > self._max_depth:
+            return "MAX_DEPTH"
+        if self._domains and not in_domains(request.url, self._domains):
+            return "off-domain"
+        return None
+
+    def seen(self, url: str, method: str = "GET", body: bytes | None = None) -> bool:
+        """Whether this request was admitted before; if not, it is marked seen now."""
+        fp = fingerprint(method, url, body)
+        if fp in self._seen:
+            return True
+        self._seen.add(fp)
+        return False
+
+    # -- hand-out: what the fetch workers get -----------------------------------------
+
+    def push(self, requests: Iterable[Request]) -> None:
+        """Make stored requests available to the fetch workers."""
+        for request in requests:
+            host = host_of(request.url)
+            state = self._hosts.get(host)
+            if state is None:
+                state = self._hosts[host] = _Host(delay=self._delay)
+            heapq.heappush(state.heap, (-request.priority, next(self._seq), request))
+            self._pending += 1
+            self._mark_ready(host, state)
+        self._dispatch()
+
+    async def get(self) -> Request | None:
+        """The next request to fetch; None once the crawl is over or stopped."""
+        if self._closed:
+            return None
+        self._idle += 1
+        self._dispatch()
+        try:
+            return await self._queue.get()
+        finally:
+            self._idle -= 1
+
+    def release(self, request: Request) -> None:
+        """The fetch of `request` is over: its host slot is free."""
+        host = host_of(request.url)
+        state = self._hosts[host]
+        state.in_flight -= 1
+        self._mark_ready(host, state)
+        self._dispatch()
+
+    def done(self, request: Request) -> None:
+        """The page of `request` is committed; the crawl may be over."""
+        self._outstanding -= 1
+        self._dispatch()
+
+    def hold(self, url: str, seconds: float) -> None:
+        """Hand out nothing for the URL's host for `seconds` (Retry-After, Crawl-delay)."""
+        host = host_of(url)
+        state = self._hosts.get(host)
+        if state is not None:
+            self._hold(host, state, time.monotonic() + seconds)
+
+    def slow_down(self, url: str, delay: float) -> None:
+        """Keep at least `delay` seconds between requests to the URL's host (Crawl-delay)."""
+        state = self._hosts.get(host_of(url))
+        if state is not None and delay > state.delay:
+            state.delay = delay
+
+    def stop(self) -> None:
+        """Hand out nothing more; workers get None once they ask."""
+        self._close()
+
+    @property
+    def pending(self) -> int:
+        """Requests waiting to be handed out."""
+        return self._pending
+
+    @property
+    def outstanding(self) -> int:
+        """Requests handed out whose pages are not committed yet."""
+        return self._outstanding
+
+    def _hold(self, host: str, state: _Host, until: float) -> None:
+        if until <= state.held_until:
+            return
+        state.held_until = until
+        if state.timer is not None:
+            state.timer.cancel()
+        loop = asyncio.get_running_loop()
+        state.timer = loop.call_at(loop.time() + until - time.monotonic(), self._unhold, host)
+
+    def _unhold(self, host: str) -> None:
+        state = self._hosts[host]
+        state.timer = None
+        self._mark_ready(host, state)
+        self._dispatch()
+
+    def _mark_ready(self, host: str, state: _Host) -> None:
+        if host in self._ready_set or not state.heap or state.in_flight >= self._per_host:
+            return
+        if state.held_until > time.monotonic():
+            return
+        priority, seq, _ = state.heap[0]
+        heapq.heappush(self._ready, (priority, seq, host))
+        self._ready_set.add(host)
+
+    def _dispatch(self) -> None:
+        # No await in here: the counts and the queue change together.
+        if self._closed:
+            return
+        while self._ready and self._queue.qsize() < self._idle:
+            if self._max_pages and self._started >= self._max_pages:
+                break
+            _, _, host = heapq.heappop(self._ready)
+            self._ready_set.discard(host)
+            state = self._hosts[host]
+            _, _, request = heapq.heappop(state.heap)
+            self._pending -= 1
+            self._outstanding += 1
+            self._started += 1
+            state.in_flight += 1
+            if state.delay:
+                self._hold(host, state, time.monotonic() + state.delay)
+            self._mark_ready(host, state)
+            self._queue.put_nowait(request)
+        if self._outstanding == 0 and (
+            self._pending == 0 or (self._max_pages and self._started >= self._max_pages)
+        ):
+            self._close()
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for state in self._hosts.values():
+            if state.timer is not None:
+                state.timer.cancel()
+        # Workers waiting now get None; any that ask later see _closed.
+        for _ in range(self._idle):
+            self._queue.put_nowait(None)
+        log.debug("frontier closed: %d pending, %d outstanding", self._pending, self._outstanding)

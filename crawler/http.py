@@ -1,0 +1,149 @@
+"""Request, Response and PageResult: the plain records that flow between stages.
+
+No I/O here. A Response decodes and parses its body lazily, once, on first use.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from charset_normalizer import from_bytes
+from selectolax.lexbor import LexborHTMLParser, LexborNode
+
+from crawler.urls import urljoin
+
+Callback = Callable[..., Any]
+Item = dict[str, Any]
+
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_:.+-]+)""", re.I)
+_HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?([^"';\s]+)""", re.I)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A page to fetch, and the spider method that will parse it."""
+
+    url: str
+    callback: Callback | None = None
+    method: str = "GET"
+    headers: Mapping[str, str] | None = None
+    body: bytes | None = None
+    meta: Mapping[str, Any] | None = None  # the user's; the framework never reads it
+    priority: int = 0
+    dont_filter: bool = False
+    errback: Callback | None = None
+    depth: int = 0  # our own state is a typed field, never a magic meta key
+    key: int = field(default=0, repr=False, compare=False)  # its row in the crawl database
+    fp: bytes = field(default=b"", repr=False, compare=False)  # its fingerprint, once admitted
+
+    def __post_init__(self) -> None:
+        if isinstance(self.body, str):
+            object.__setattr__(self, "body", self.body.encode())
+        if self.method != self.method.upper():
+            object.__setattr__(self, "method", self.method.upper())
+
+    def replace(self, **changes: Any) -> Request:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+
+@dataclass(slots=True, eq=False)
+class Response:
+    """A fetched page: status, headers and body, with lazy text, JSON and CSS access."""
+
+    url: str
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    request: Request
+    _text: str | None = field(default=None, repr=False)
+    _tree: LexborHTMLParser | None = field(default=None, repr=False)
+
+    @property
+    def meta(self) -> Mapping[str, Any]:
+        """The request's meta (empty if it had none)."""
+        return self.request.meta or {}
+
+    @property
+    def encoding(self) -> str:
+        """The charset: the Content-Type header, then <meta charset>, then detection."""
+        return detect_encoding(self.headers.get("Content-Type", ""), self.body)
+
+    @property
+    def text(self) -> str:
+        """The body decoded with `encoding`; undecodable bytes are replaced."""
+        if self._text is None:
+            self._text = self.body.decode(self.encoding, errors="replace")
+        return self._text
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return json.loads(self.text)
+
+    @property
+    def tree(self) -> LexborHTMLParser:
+        """The selectolax (Lexbor) document, parsed once."""
+        if self._tree is None:
+            self._tree = LexborHTMLParser(self.text)
+        return self._tree
+
+    def css(self, selector: str) -> list[LexborNode]:
+        """Every node matching a CSS selector."""
+        return self.tree.css(selector)
+
+    def css_first(self, selector: str) -> LexborNode | None:
+        """The first node matching a CSS selector, or None."""
+        return self.tree.css_first(selector)
+
+    def urljoin(self, url: str) -> str:
+        """`url` resolved against this page (its <base href> if it has one)."""
+        base = self.url
+        if b"<base" in self.body[:4096] or b"<BASE" in self.body[:4096]:
+            node = self.tree.css_first("base[href]")
+            href = node.attributes.get("href") if node is not None else None
+            if href:
+                base = urljoin(self.url, href)
+        return urljoin(base, url)
+
+    def follow(self, url: str | LexborNode, callback: Callback | None = None, **kw: Any) -> Request:
+        """A Request for `url` (a string or an <a> node) resolved against this page."""
+        if not isinstance(url, str):
+            url = url.attributes.get("href") or ""
+        return Request(self.urljoin(url.strip()), callback=callback, **kw)
+
+
+def detect_encoding(content_type: str, body: bytes) -> str:
+    """Header charset, then <meta charset>, then UTF-8 if valid, then detection."""
+    for match in (_HEADER_CHARSET.search(content_type), _META_CHARSET.search(body[:2048])):
+        if match:
+            name = match.group(1) if isinstance(match.group(1), str) else match.group(1).decode()
+            try:
+                return codecs.lookup(name).name
+            except LookupError:
+                pass
+    try:
+        body.decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError:
+        best = from_bytes(body[:65536]).best()
+        return best.encoding if best is not None else "utf-8"
+
+
+@dataclass(slots=True)
+class PageResult:
+    """What one request came to: the parsed items and links, or the error it ended with."""
+
+    request: Request
+    status: int | None = None
+    url: str | None = None
+    size: int = 0
+    attempts: int = 1
+    items: list[Item] = field(default_factory=list)
+    requests: list[Request] = field(default_factory=list)
+    error: str | None = None  # the kind shown in status: "404", "TimeoutError", ...
+    skipped: bool = False  # not fetched on purpose (robots.txt): neither done nor failed

@@ -1,0 +1,98 @@
+"""Response -> PageResult: runs the spider's callback (or errback) and sorts what it yields.
+
+A callback may be a plain function, a coroutine, a generator or an async generator,
+and may yield or return dicts (items), Requests, or None. An exception in it is
+recorded against the page; what it yielded before the exception is kept.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from crawler.errors import FetchError, SpiderError
+from crawler.http import Callback, PageResult, Request, Response
+from crawler.spider import Spider
+
+log = logging.getLogger(__name__)
+
+
+class Parser:
+    """Runs one spider's callbacks."""
+
+    def __init__(self, spider: Spider) -> None:
+        self.spider = spider
+
+    async def parse(
+        self, request: Request, outcome: Response | FetchError, attempts: int
+    ) -> PageResult:
+        """The page's items and new requests, or the error it ended with."""
+        if isinstance(outcome, FetchError):
+            result = PageResult(request, status=outcome.status, attempts=outcome.attempts)
+            result.error = outcome.reason
+            if outcome.response is not None:
+                result.url, result.size = outcome.response.url, len(outcome.response.body)
+            callback = request.errback
+            argument: Any = outcome
+        else:
+            result = PageResult(request, outcome.status, outcome.url, len(outcome.body), attempts)
+            callback = request.callback or self.spider.parse
+            argument = outcome
+        if callback is not None:
+            try:
+                await self._run(callback, argument, result)
+            except Exception as exc:  # a spider bug is data about the page, not a crash
+                name = getattr(callback, "__name__", "callback")
+                result.error = f"{type(exc).__name__} in {name}"
+                log.warning("%s on %s: %s", result.error, request.url, exc, exc_info=exc)
+        return result
+
+    async def _run(self, callback: Callback, argument: Any, result: PageResult) -> None:
+        produced = callback(argument)
+        if inspect.isawaitable(produced):
+            produced = await produced
+        if produced is None:
+            return
+        if isinstance(produced, dict | Request):
+            self._take(produced, result)
+        elif inspect.isasyncgen(produced):
+            await self._take_async(produced, result)
+        elif isinstance(produced, Iterable):
+            for output in produced:
+                self._take(output, result)
+        else:
+            raise SpiderError(f"callback returned {type(produced).__name__}")
+
+    async def _take_async(self, outputs: AsyncIterator[Any], result: PageResult) -> None:
+        async for output in outputs:
+            self._take(output, result)
+
+    def _take(self, output: Any, result: PageResult) -> None:
+        if isinstance(output, dict):
+            result.items.append(output)
+        elif isinstance(output, Request):
+            self.check_request(output)
+            result.requests.append(output)
+        elif output is not None:
+            raise SpiderError(f"callback yielded {type(output).__name__}, not a dict or Request")
+
+    def check_request(self, request: Request) -> None:
+        """A request can be stored only if its callbacks are this spider's methods."""
+        for callback in (request.callback, request.errback):
+            if callback is not None and getattr(callback, "__self__", None) is not self.spider:
+                name = getattr(callback, "__qualname__", repr(callback))
+                raise SpiderError(
+                    f"callback {name} is not a method of the spider: a stored crawl "
+                    "could not find it again"
+                )
+
+    def callback(self, name: str | None) -> Callback | None:
+        """The spider's method called `name` (a stored request's callback)."""
+        if name is None:
+            return None
+        method = getattr(self.spider, name, None)
+        if not callable(method):
+            raise SpiderError(f"spider {self.spider.name!r} has no method {name!r}")
+        return method  # type: ignore[no-any-return]

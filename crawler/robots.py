@@ -1,0 +1,68 @@
+"""robots.txt: fetched once per host through the crawl's fetcher, parsed by Protego.
+
+What a failed fetch means follows RFC 9309: a 4xx answer means no rules (all allowed);
+a 5xx answer, a timeout or a connection error means the host is unreachable, so
+nothing on it is fetched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
+
+from protego import Protego
+
+from crawler.errors import FetchError
+from crawler.http import Request, Response
+
+log = logging.getLogger(__name__)
+
+Fetch = Callable[[Request], Awaitable[tuple[Response, int]]]
+
+
+class Robots:
+    """Answers whether a URL may be fetched, one robots.txt fetch per host."""
+
+    def __init__(self, fetch: Fetch, user_agent: str) -> None:
+        self._fetch = fetch
+        self._agent = user_agent
+        self._rules: dict[str, asyncio.Task[Protego | None]] = {}
+
+    async def rules(self, url: str) -> Protego | None:
+        """The parsed robots.txt of the URL's host; None when the host is unreachable."""
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        task = self._rules.get(origin)
+        if task is None:
+            task = asyncio.ensure_future(self._load(origin))
+            self._rules[origin] = task
+        return await asyncio.shield(task)
+
+    async def allowed(self, url: str) -> bool:
+        """Whether robots.txt lets our user agent fetch `url`."""
+        rules = await self.rules(url)
+        return rules is not None and bool(rules.can_fetch(url, self._agent))
+
+    async def crawl_delay(self, url: str) -> float:
+        """The Crawl-delay robots.txt asks of our user agent (0 if none)."""
+        rules = await self.rules(url)
+        delay = rules.crawl_delay(self._agent) if rules is not None else None
+        return float(delay or 0.0)
+
+    async def _load(self, origin: str) -> Protego | None:
+        try:
+            response, _ = await self._fetch(Request(f"{origin}/robots.txt"))
+        except FetchError as exc:
+            status = exc.status
+            if status is not None and 400 <= status < 500:
+                return Protego.parse("")
+            log.warning("robots.txt of %s unreachable (%s): skipping the host", origin, exc.reason)
+            return None
+        return Protego.parse(response.text)
+
+    def close(self) -> None:
+        """Cancel fetches still under way."""
+        for task in self._rules.values():
+            task.cancel()

@@ -1,0 +1,1 @@
+"""SQLite persistence (the crawl's one database) and the item exporters."""

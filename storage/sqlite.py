@@ -1,0 +1,357 @@
+"""Store: the crawl's one SQLite database and its one writer.
+
+Tables: `crawl` (which spider owns the file), `requests` (the frontier: every admitted
+request, and once fetched, its page's outcome), `items`. `commit_pages()` is one
+transaction for a batch of pages: each page's items, the requests it found and the
+mark that it is done commit together, so a crash (even kill -9) loses whole pages,
+never half of one, and a resumed crawl stores every item exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from crawler.errors import UsageError
+from crawler.http import PageResult, Request
+
+QUEUED, DONE, FAILED, SKIPPED = 0, 1, 2, 3
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS crawl (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY,
+    fp BLOB NOT NULL,
+    url TEXT NOT NULL,
+    method TEXT NOT NULL,
+    headers TEXT,
+    body BLOB,
+    meta TEXT,
+    callback TEXT,
+    errback TEXT,
+    priority INTEGER NOT NULL,
+    depth INTEGER NOT NULL,
+    dont_filter INTEGER NOT NULL,
+    parent INTEGER,
+    state INTEGER NOT NULL DEFAULT 0,
+    status INTEGER,
+    final_url TEXT,
+    size INTEGER,
+    attempts INTEGER,
+    error TEXT,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS requests_queued ON requests (id) WHERE state = 0;
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY,
+    page INTEGER NOT NULL REFERENCES requests (id),
+    data TEXT NOT NULL
+);
+"""
+
+_INSERT_REQUEST = """
+INSERT INTO requests (id, fp, url, method, headers, body, meta, callback, errback,
+                      priority, depth, dont_filter, parent)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_FINISH_PAGE = """
+UPDATE requests SET state = ?, status = ?, final_url = ?, size = ?, attempts = ?,
+                    error = ?, finished_at = ?
+WHERE id = ?
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRequest:
+    """A queued request as stored: callbacks by name, meta and headers decoded."""
+
+    key: int
+    fp: bytes
+    url: str
+    method: str
+    headers: dict[str, str] | None
+    body: bytes | None
+    meta: dict[str, Any] | None
+    callback: str | None
+    errback: str | None
+    priority: int
+    depth: int
+    dont_filter: bool
+
+
+@dataclass(slots=True)
+class Summary:
+    """The state of a crawl, as `crawler status` shows it."""
+
+    spider: str = ""
+    pages_done: int = 0
+    pages_failed: int = 0
+    pages_skipped: int = 0
+    pages_queued: int = 0
+    items: int = 0
+    retries: int = 0
+    bytes: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    status_codes: dict[int, int] = field(default_factory=dict)
+    elapsed: float = 0.0  # of the run that returned this summary
+    pages_this_run: int = 0
+
+    @property
+    def finished(self) -> bool:
+        """Whether nothing is left to fetch."""
+        return self.pages_queued == 0
+
+
+class Store:
+    """The one writer of a crawl database."""
+
+    def __init__(self, path: Path, spider: str) -> None:
+        self.path = path
+        self.spider = spider
+        self._db: aiosqlite.Connection | None = None
+
+    async def __aenter__(self) -> Store:
+        check_database(self.path, must_exist=False)
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            await self._db.execute("PRAGMA journal_mode = WAL")
+            # NORMAL in WAL mode: a process crash loses nothing committed.
+            await self._db.execute("PRAGMA synchronous = NORMAL")
+            await self._db.executescript(_SCHEMA)
+            await self._claim()
+        except BaseException:
+            await self._db.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        """The open connection."""
+        assert self._db is not None, "Store used outside `async with`"
+        return self._db
+
+    async def _claim(self) -> None:
+        rows = dict(await self.db.execute_fetchall("SELECT key, value FROM crawl"))
+        owner = rows.get("spider")
+        if owner is None:
+            await self.db.execute("BEGIN IMMEDIATE")
+            await self.db.executemany(
+                "INSERT INTO crawl (key, value) VALUES (?, ?)",
+                [
+                    ("spider", self.spider),
+                    ("schema", SCHEMA_VERSION),
+                    ("created", str(time.time())),
+                ],
+            )
+            await self.db.execute("COMMIT")
+        elif owner != self.spider:
+            raise UsageError(
+                f"{self.path} holds a crawl of spider {owner!r}, not {self.spider!r}; "
+                f"use another --db, or delete the file to start fresh"
+            )
+
+    async def load(self) -> tuple[list[bytes], list[str], int, int]:
+        """Fingerprints of every stored request, the URLs redirects ended at,
+        the next free key, and the count of pages fetched."""
+        cursor = await self.db.execute("SELECT fp FROM requests")
+        seen = [row[0] for row in await cursor.fetchall()]
+        cursor = await self.db.execute(
+            "SELECT final_url FROM requests WHERE final_url IS NOT NULL AND final_url != url"
+            " AND method = 'GET'"
+        )
+        redirected = [row[0] for row in await cursor.fetchall()]
+        (max_key,) = await (
+            await self.db.execute("SELECT COALESCE(MAX(id), 0) FROM requests")
+        ).fetchone()  # type: ignore[misc]
+        (started,) = await (
+            await self.db.execute("SELECT COUNT(*) FROM requests WHERE state != 0")
+        ).fetchone()  # type: ignore[misc]
+        return seen, redirected, int(max_key) + 1, int(started)
+
+    async def queued(self) -> list[StoredRequest]:
+        """Every request not yet fetched, oldest first."""
+        cursor = await self.db.execute(
+            "SELECT id, fp, url, method, headers, body, meta, callback, errback, priority, depth,"
+            " dont_filter FROM requests WHERE state = 0 ORDER BY id"
+        )
+        rows = await cursor.fetchall()
+        return [
+            StoredRequest(
+                key=r[0],
+                fp=r[1],
+                url=r[2],
+                method=r[3],
+                headers=_loads(r[4]),
+                body=r[5],
+                meta=_loads(r[6]),
+                callback=r[7],
+                errback=r[8],
+                priority=r[9],
+                depth=r[10],
+                dont_filter=bool(r[11]),
+            )
+            for r in rows
+        ]
+
+    async def add_requests(self, requests: Sequence[Request], parent: Request | None) -> None:
+        """Store requests that have no page to commit with (the start requests)."""
+        await self._transaction(self._request_rows(requests, parent), [], [])
+
+    async def commit_pages(self, pages: Sequence[PageResult]) -> None:
+        """One transaction: every page's items, its new requests, and its done-mark."""
+        now = time.time()
+        request_rows: list[tuple[Any, ...]] = []
+        item_rows: list[tuple[int, str]] = []
+        page_rows: list[tuple[Any, ...]] = []
+        for page in pages:
+            key = page.request.key
+            request_rows.extend(self._request_rows(page.requests, page.request))
+            item_rows.extend((key, _dumps(item)) for item in page.items)
+            state = SKIPPED if page.skipped else FAILED if page.error else DONE
+            page_rows.append(
+                (state, page.status, page.url, page.size, page.attempts, page.error, now, key)
+            )
+        await self._transaction(request_rows, item_rows, page_rows)
+
+    async def _transaction(
+        self,
+        request_rows: list[tuple[Any, ...]],
+        item_rows: list[tuple[int, str]],
+        page_rows: list[tuple[Any, ...]],
+    ) -> None:
+        db = self.db
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            if request_rows:
+                await db.executemany(_INSERT_REQUEST, request_rows)
+            if item_rows:
+                await db.executemany("INSERT INTO items (page, data) VALUES (?, ?)", item_rows)
+            if page_rows:
+                await db.executemany(_FINISH_PAGE, page_rows)
+            await db.execute("COMMIT")
+        except BaseException:
+            # A cancelled aiosqlite call still runs: roll back whatever it left open.
+            await db.rollback()
+            raise
+
+    @staticmethod
+    def _request_rows(
+        requests: Iterable[Request], parent: Request | None
+    ) -> Iterator[tuple[Any, ...]]:
+        parent_key = parent.key if parent is not None else None
+        for r in requests:
+            yield (
+                r.key, r.fp, r.url, r.method,
+                _dumps(dict(r.headers)) if r.headers else None,
+                r.body,
+                _dumps(dict(r.meta)) if r.meta else None,
+                _name(r.callback), _name(r.errback),
+                r.priority, r.depth, int(r.dont_filter), parent_key,
+            )  # fmt: skip
+
+
+def _name(callback: Any) -> str | None:
+    return None if callback is None else str(callback.__name__)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def check_database(path: Path, *, must_exist: bool) -> None:
+    """Raise UsageError unless `path` is (or can become) a crawl database; never writes."""
+    if not path.exists():
+        if must_exist:
+            raise UsageError(f"{path}: no such database")
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.is_dir():
+            raise UsageError(f"{path}: folder {parent} does not exist")
+        if not _writable(parent):
+            raise UsageError(f"{path}: folder {parent} is not writable")
+        return
+    if path.is_dir():
+        raise UsageError(f"{path}: is a folder, not a database")
+    try:
+        with path.open("rb") as f:
+            header = f.read(16)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read it ({exc.strerror})") from None
+    if header and header != b"SQLite format 3\x00":
+        raise UsageError(f"{path}: not a SQLite database; left unchanged")
+    if not must_exist and not _writable(path):
+        raise UsageError(f"{path}: database is not writable")
+
+
+def _writable(path: Path) -> bool:
+    import os
+
+    return os.access(path, os.W_OK)
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection to a crawl database, or UsageError."""
+    check_database(path, must_exist=True)
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        (owner,) = db.execute("SELECT value FROM crawl WHERE key = 'spider'").fetchone()
+    except (sqlite3.Error, TypeError):
+        raise UsageError(f"{path}: not a crawl database") from None
+    return db
+
+
+def read_summary(db: sqlite3.Connection) -> Summary:
+    """What a crawl database holds, counted."""
+    summary = Summary(
+        spider=db.execute("SELECT value FROM crawl WHERE key = 'spider'").fetchone()[0]
+    )
+    for state, count, retries, size in db.execute(
+        "SELECT state, COUNT(*), COALESCE(SUM(attempts - 1), 0), COALESCE(SUM(size), 0)"
+        " FROM requests GROUP BY state"
+    ):
+        summary.retries += retries
+        summary.bytes += size
+        if state == QUEUED:
+            summary.pages_queued = count
+        elif state == DONE:
+            summary.pages_done = count
+        elif state == FAILED:
+            summary.pages_failed = count
+        else:
+            summary.pages_skipped = count
+    summary.items = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+    summary.errors = dict(
+        db.execute(
+            "SELECT error, COUNT(*) FROM requests WHERE error IS NOT NULL"
+            " GROUP BY error ORDER BY COUNT(*) DESC, error"
+        ).fetchall()
+    )
+    summary.status_codes = dict(
+        db.execute(
+            "SELECT status, COUNT(*) FROM requests WHERE status IS NOT NULL"
+            " GROUP BY status ORDER BY status"
+        ).fetchall()
+    )
+    return summary
+
+
+def iter_items(db: sqlite3.Connection) -> Iterator[dict[str, Any]]:
+    """Every stored item, in the order they were stored."""
+    for (data,) in db.execute("SELECT data FROM items ORDER BY id"):
+        yield json.loads(data)
