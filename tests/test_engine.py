@@ -1,0 +1,305 @@
+"""The crawl end to end, in process, against the real site of conftest.py."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from conftest import HOSTS, PAGES_PER_HOST, Site
+from graph_spider import GraphSpider
+
+from crawler import Request, Response, Spider
+from crawler.engine import crawl
+from crawler.errors import FetchError
+
+FAST = {"ROBOTS": False, "RETRIES": 3}
+
+
+def stored_items(db: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(db) as conn:
+        return [json.loads(row[0]) for row in conn.execute("SELECT data FROM items ORDER BY id")]
+
+
+def page_rows(db: Path) -> dict[str, tuple[int, int | None, str | None, int]]:
+    """url -> (state, status, error, attempts)."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT url, state, status, error, attempts FROM requests")
+        return {url: (state, status, error, attempts) for url, state, status, error, attempts in rows}
+
+
+async def test_every_reachable_page_is_fetched_and_stored_once(site: Site, tmp_path: Path) -> None:
+    db = tmp_path / "g.db"
+    summary = await crawl(GraphSpider, db, {**FAST, "START_URL": site.url("/g/0")})
+
+    pages = len(HOSTS) * PAGES_PER_HOST
+    assert summary.pages_done == pages
+    assert summary.pages_failed == 0 and summary.pages_queued == 0
+    graph_hits = {k: v for k, v in site.hits.items() if "/g/" in k}
+    assert len(graph_hits) == pages
+    assert set(graph_hits.values()) == {1}
+    items = stored_items(db)
+    assert {item["url"] for item in items} == site.graph_urls()
+    assert len(items) == pages
+    for item in items:
+        host, n = item["url"].removeprefix("http://").split("/g/")
+        assert item["title"] == f"{host.split(':')[0]} {n}"
+
+
+async def test_per_host_cap_is_never_exceeded(site: Site, tmp_path: Path) -> None:
+    site.page_delay = 0.02
+    settings = {**FAST, "START_URL": site.url("/g/0"), "PER_HOST": 2, "CONCURRENCY": 16}
+    summary = await crawl(GraphSpider, tmp_path / "g.db", settings)
+
+    assert summary.pages_done == len(HOSTS) * PAGES_PER_HOST
+    assert set(site.max_in_flight) == {site.urls[h].removeprefix("http://") for h in HOSTS}
+    assert max(site.max_in_flight.values()) == 2  # the cap was reached, never passed
+
+
+class FaultSpider(Spider):
+    name = "faults"
+
+    def parse(self, response: Response) -> Iterator[dict[str, Any]]:
+        yield {"url": response.url, "status": response.status}
+
+
+async def crawl_urls(tmp_path: Path, urls: list[str], **settings: Any) -> Any:
+    spider = FaultSpider()
+    spider.start_urls = urls
+    return await crawl(spider, tmp_path / "f.db", {**FAST, **settings})
+
+
+async def test_a_page_that_keeps_failing_is_tried_one_plus_retries_times(
+    site: Site, tmp_path: Path
+) -> None:
+    summary = await crawl_urls(tmp_path, [site.url("/status/500"), site.url("/status/404")])
+
+    assert site.hits_of("/status/500") == 4
+    assert site.hits_of("/status/404") == 1
+    assert summary.pages_failed == 2 and summary.pages_done == 0
+    assert summary.errors == {"404": 1, "500": 1}
+    assert summary.retries == 3
+    assert summary.items == 0
+
+
+async def test_retries_count_follows_the_setting(site: Site, tmp_path: Path) -> None:
+    await crawl_urls(tmp_path, [site.url("/status/502")], RETRIES=1)
+    assert site.hits_of("/status/502") == 2
+
+
+async def test_a_flaky_page_is_retried_until_it_answers(site: Site, tmp_path: Path) -> None:
+    summary = await crawl_urls(tmp_path, [site.url("/flaky?fails=2&code=503")])
+
+    assert site.hits_of("/flaky?fails=2&code=503") == 3
+    assert summary.pages_done == 1 and summary.items == 1 and summary.retries == 2
+    assert summary.errors == {}
+
+
+async def test_retry_after_seconds_is_honoured(site: Site, tmp_path: Path) -> None:
+    path = "/flaky?fails=1&code=429&after=1"
+    summary = await crawl_urls(tmp_path, [site.url(path)])
+
+    times = site.hit_times[site.url(path).removeprefix("http://")]
+    assert len(times) == 2 and summary.items == 1
+    assert times[1] - times[0] >= 1.0  # never sooner than the server asked
+
+
+async def test_retry_after_http_date_is_honoured(site: Site, tmp_path: Path) -> None:
+    path = "/flaky?fails=1&code=503&after_date=2"
+    summary = await crawl_urls(tmp_path, [site.url(path)])
+
+    times = site.hit_times[site.url(path).removeprefix("http://")]
+    assert len(times) == 2 and summary.items == 1
+    # An HTTP-date has whole seconds: 2 s from now is at least 1 s after the first hit.
+    assert times[1] - times[0] >= 1.0
+
+
+async def test_a_timeout_is_retried_then_recorded(site: Site, tmp_path: Path) -> None:
+    summary = await crawl_urls(tmp_path, [site.url("/hang")], TIMEOUT=0.3, RETRIES=1)
+
+    assert site.hits_of("/hang") == 2
+    assert summary.pages_failed == 1
+    assert summary.errors == {"TimeoutError": 1}
+
+
+async def test_a_refused_connection_is_retried_then_recorded(
+    refused_url: str, tmp_path: Path
+) -> None:
+    summary = await crawl_urls(tmp_path, [refused_url], RETRIES=2)
+
+    assert summary.pages_failed == 1
+    assert summary.retries == 2
+    assert list(summary.errors) == ["ClientConnectorError"]
+
+
+async def test_a_redirect_is_followed_and_its_target_deduplicated(
+    site: Site, tmp_path: Path
+) -> None:
+    target = site.url("/g/1")
+    urls = [site.url(f"/redirect?to={target}"), site.url(f"/redirect?to={target}&x=1")]
+    summary = await crawl_urls(tmp_path, urls)
+
+    # Both redirects are followed (the second may reach /g/1 before the first is
+    # stored), but the page is stored once: one item, the other request skipped.
+    assert 1 <= site.hits_of("/g/1") <= 2
+    assert summary.items == 1
+    assert summary.pages_done == 1 and summary.pages_skipped == 1
+
+
+class Callbacks(Spider):
+    """One callback of each kind: function, coroutine, generator, async generator."""
+
+    name = "callbacks"
+
+    def start_requests(self) -> Iterator[Request]:
+        base = self.start_urls[0]
+        yield Request(base + "/g/1", callback=self.plain)
+        yield Request(base + "/g/2", callback=self.coroutine)
+        yield Request(base + "/g/3", callback=self.generator)
+        yield Request(base + "/g/4", callback=self.async_generator)
+        yield Request(base + "/g/5", callback=self.broken)
+        yield Request(base + "/status/404", errback=self.on_error)
+
+    def plain(self, response: Response) -> list[Any]:
+        return [{"kind": "plain"}, {"kind": "plain"}]
+
+    async def coroutine(self, response: Response) -> dict[str, Any]:
+        return {"kind": "coroutine"}
+
+    def generator(self, response: Response) -> Iterator[Any]:
+        yield {"kind": "generator"}
+        yield response.follow("/g/6", callback=self.generator)
+
+    async def async_generator(self, response: Response) -> AsyncIterator[dict[str, Any]]:
+        yield {"kind": "async generator"}
+
+    def broken(self, response: Response) -> Iterator[dict[str, Any]]:
+        yield {"kind": "before the bug"}
+        raise ValueError("a bug in the spider")
+
+    def on_error(self, failure: FetchError) -> Iterator[dict[str, Any]]:
+        yield {"kind": "errback", "reason": failure.reason}
+
+
+async def test_callbacks_of_every_kind_and_a_broken_one(site: Site, tmp_path: Path) -> None:
+    spider = Callbacks()
+    spider.start_urls = [site.urls[HOSTS[0]]]
+    db = tmp_path / "c.db"
+    summary = await crawl(spider, db, FAST)
+
+    kinds = sorted(item["kind"] for item in stored_items(db))
+    assert kinds == sorted(
+        ["plain", "plain", "coroutine", "generator", "generator", "async generator",
+         "before the bug", "errback"]
+    )  # fmt: skip
+    assert summary.errors == {"ValueError in broken": 1, "404": 1}
+    assert summary.pages_done == 5 and summary.pages_failed == 2
+
+
+async def test_max_pages_ends_the_crawl(site: Site, tmp_path: Path) -> None:
+    summary = await crawl(GraphSpider, tmp_path / "g.db", {**FAST, "START_URL": site.url("/g/0"), "MAX_PAGES": 10})
+
+    assert summary.pages_done == 10
+    assert sum(v for k, v in site.hits.items() if "/g/" in k) == 10
+    assert summary.pages_queued > 0
+
+
+async def test_max_depth_drops_deeper_requests(site: Site, tmp_path: Path) -> None:
+    db = tmp_path / "g.db"
+    await crawl(GraphSpider, db, {**FAST, "START_URL": site.url("/g/0"), "MAX_DEPTH": 1})
+
+    with sqlite3.connect(db) as conn:
+        depths = {d for (d,) in conn.execute("SELECT depth FROM requests")}
+    assert depths == {0, 1}
+    # /g/0 links to /g/1, /g/2, /g/1 (relative), /g/0 and page 0 of the next host.
+    assert len(stored_items(db)) == 4
+
+
+class OneHost(GraphSpider):
+    name = "onehost"
+    allowed_domains = ["127.0.0.2"]
+
+
+async def test_off_domain_requests_are_dropped(site: Site, tmp_path: Path) -> None:
+    db = tmp_path / "o.db"
+    summary = await crawl(OneHost, db, {**FAST, "START_URL": site.url("/g/0", HOSTS[1])})
+
+    assert summary.pages_done == PAGES_PER_HOST
+    assert {item["url"].split("/g/")[0] for item in stored_items(db)} == {site.urls[HOSTS[1]]}
+
+
+class Variants(Spider):
+    """Spellings of one URL that must be fetched once, and one that must be fetched twice."""
+
+    name = "variants"
+
+    def start_requests(self) -> Iterator[Request]:
+        base = self.start_urls[0]
+        upper = base.replace("http://", "HTTP://")
+        for url in (base + "/flaky?a=1&b=2&fails=0", upper + "/flaky?b=2&fails=0&a=1#x",
+                    base + "/fla%6By?fails=0&a=1&b=2"):  # fmt: skip
+            yield Request(url)
+        yield Request(base + "/g/1")
+        yield Request(base + "/g/1", dont_filter=True)
+
+    def parse(self, response: Response) -> Iterator[dict[str, Any]]:
+        yield {"url": response.url}
+
+
+async def test_canonical_duplicates_are_fetched_once_unless_dont_filter(
+    site: Site, tmp_path: Path
+) -> None:
+    spider = Variants()
+    spider.start_urls = [site.urls[HOSTS[0]]]
+    summary = await crawl(spider, tmp_path / "v.db", FAST)
+
+    assert site.hits_of("/flaky?a=1&b=2&fails=0") == 1
+    assert sum(v for k, v in site.hits.items() if "/flaky" in k) == 1
+    assert site.hits_of("/g/1") == 2
+    assert summary.items == 3
+
+
+class Prioritised(Spider):
+    name = "priorities"
+
+    def start_requests(self) -> Iterator[Request]:
+        for n, priority in ((1, 0), (2, 5), (3, -1), (4, 10)):
+            yield Request(f"{self.start_urls[0]}/g/{n}", priority=priority)
+
+    def parse(self, response: Response) -> Iterator[dict[str, Any]]:
+        yield {"url": response.url}
+
+
+async def test_higher_priority_is_fetched_first(site: Site, tmp_path: Path) -> None:
+    spider = Prioritised()
+    spider.start_urls = [site.urls[HOSTS[0]]]
+    db = tmp_path / "p.db"
+    await crawl(spider, db, {**FAST, "CONCURRENCY": 1})
+
+    assert [item["url"].rsplit("/", 1)[1] for item in stored_items(db)] == ["4", "2", "1", "3"]
+
+
+async def test_robots_txt_is_obeyed_and_fetched_once_per_host(site: Site, tmp_path: Path) -> None:
+    site.robots = "User-agent: *\nDisallow: /g/3$\n"
+    db = tmp_path / "r.db"
+    settings = {"ROBOTS": True, "START_URL": site.url("/g/0"), "USER_AGENT": "testbot/1"}
+    summary = await crawl(GraphSpider, db, settings)
+
+    assert all(site.hits_of("/g/3", host) == 0 for host in HOSTS)
+    assert all(site.hits_of("/robots.txt", host) == 1 for host in HOSTS)
+    assert summary.pages_skipped == len(HOSTS)
+    assert summary.pages_done == len(HOSTS) * (PAGES_PER_HOST - 1)
+    assert site.user_agents == {"testbot/1"}
+
+
+async def test_a_finished_crawl_run_again_fetches_nothing(site: Site, tmp_path: Path) -> None:
+    db = tmp_path / "g.db"
+    settings = {**FAST, "START_URL": site.url("/g/0")}
+    await crawl(GraphSpider, db, settings)
+    before = site.hits.total()
+    summary = await crawl(GraphSpider, db, settings)
+
+    assert site.hits.total() == before
+    assert summary.items == len(HOSTS) * PAGES_PER_HOST
