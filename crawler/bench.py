@@ -8,6 +8,7 @@ against the site's titles, so a fast run that lost pages does not count.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import resource
 import subprocess
 import sys
@@ -102,7 +103,5 @@ async def _serve(pages: int) -> None:
 
 
 if __name__ == "__main__":
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(int(sys.argv[1])))
-    except KeyboardInterrupt:
-        pass

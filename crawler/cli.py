@@ -11,7 +11,7 @@ import logging
 import signal
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -28,32 +28,37 @@ log = logging.getLogger("crawler")
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("crawler").strip()
+        raise UsageError(f"{command}: {message}" if command else message)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line: crawl, list, export, status, bench."""
-    parser = _Parser(prog="crawler", description="An asyncio crawl framework.")
+    common = _Parser(add_help=False)
+    common.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser = _Parser(prog="crawler", description="An asyncio crawl framework.", parents=[common])
     parser.add_argument("--version", action="version", version=f"crawler {__version__}")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    crawl = commands.add_parser("crawl", help="run (or resume) a spider")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, parents=[common])
+
+    crawl = command("crawl", "run (or resume) a spider")
     crawl.add_argument("target", help="a spider's name, a module, or a path to a .py file")
     crawl.add_argument("--db", type=Path, help="the crawl database (default: <name>.db)")
     _settings_option(crawl)
 
-    commands.add_parser("list", help="the spiders it can find")
+    command("list", "the spiders it can find")
 
-    export = commands.add_parser("export", help="print or write the stored items")
+    export = command("export", "print or write the stored items")
     export.add_argument("db", type=Path)
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     export.add_argument("-o", "--output", type=Path, help="a file (default: stdout)")
 
-    status = commands.add_parser("status", help="pages done, queued and failed; errors by kind")
+    status = command("status", "pages done, queued and failed; errors by kind")
     status.add_argument("db", type=Path)
 
-    bench = commands.add_parser("bench", help="crawl a generated site on 127.0.0.1")
+    bench = command("bench", "crawl a generated site on 127.0.0.1")
     bench.add_argument("--pages", type=int, default=5000, help="pages in the site (default 5000)")
     _settings_option(bench)
     return parser
@@ -82,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         _setup_logging(args.log_level)
-        code = _COMMANDS[args.command](args)
+        code: int = _COMMANDS[args.command](args)
     except UsageError as exc:
         print(f"crawler: {exc}", file=sys.stderr)
         code = 2
@@ -204,7 +209,13 @@ def _bench(args: argparse.Namespace) -> int:
     return run_bench(args.pages, parse_settings(args.settings), sys.stdout)
 
 
-_COMMANDS = {"crawl": _crawl, "list": _list, "export": _export, "status": _status, "bench": _bench}
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "crawl": _crawl,
+    "list": _list,
+    "export": _export,
+    "status": _status,
+    "bench": _bench,
+}
 
 if __name__ == "__main__":
     main()

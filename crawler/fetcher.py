@@ -49,7 +49,7 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-class PoliteRetry(RetryOptionsBase):  # type: ignore[misc]
+class PoliteRetry(RetryOptionsBase):
     """Exponential backoff with jitter; never sooner than Retry-After says."""
 
     def __init__(self, attempts: int, on_wait: Callable[[str, float], None]) -> None:
@@ -72,7 +72,7 @@ class PoliteRetry(RetryOptionsBase):  # type: ignore[misc]
     def get_timeout(self, attempt: int, response: aiohttp.ClientResponse | None = None) -> float:
         """Seconds before try `attempt + 1`."""
         backoff = min(BACKOFF_MAX, BACKOFF_START * 2 ** (attempt - 1))
-        wait = backoff * random.uniform(0.5, 1.5)
+        wait: float = backoff * random.uniform(0.5, 1.5)
         if response is not None:
             wait = max(wait, retry_after(response.headers.get("Retry-After")) or 0.0)
             self._on_wait(str(response.url), wait)

@@ -119,9 +119,10 @@ class Response:
 
 def detect_encoding(content_type: str, body: bytes) -> str:
     """Header charset, then <meta charset>, then UTF-8 if valid, then detection."""
-    for match in (_HEADER_CHARSET.search(content_type), _META_CHARSET.search(body[:2048])):
-        if match:
-            name = match.group(1) if isinstance(match.group(1), str) else match.group(1).decode()
+    header = _HEADER_CHARSET.search(content_type)
+    meta = _META_CHARSET.search(body[:2048])
+    for name in (header.group(1) if header else None, meta.group(1).decode() if meta else None):
+        if name:
             try:
                 return codecs.lookup(name).name
             except LookupError:

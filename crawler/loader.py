@@ -99,7 +99,7 @@ def _import_module(name: str, bundled: dict[str, type[Spider]]) -> ModuleType:
 def _where(exc: BaseException, path: Path | None) -> str:
     if isinstance(exc, SyntaxError):
         return f"{exc.filename}, line {exc.lineno}: SyntaxError: {exc.msg}"
-    frames = traceback.extract_tb(exc.__traceback__)
+    frames = list(traceback.extract_tb(exc.__traceback__))
     if path is not None:
         mine = [f for f in frames if Path(f.filename).resolve() == path.resolve()]
         frames = mine or frames

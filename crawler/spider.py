@@ -17,8 +17,8 @@ class Spider:
     """
 
     name: ClassVar[str] = ""
-    start_urls: ClassVar[list[str]] = []
-    allowed_domains: ClassVar[list[str]] = []
+    start_urls: list[str] = []
+    allowed_domains: list[str] = []
     custom_settings: ClassVar[Mapping[str, Any]] = {}
 
     def start_requests(self) -> Iterable[Request]:

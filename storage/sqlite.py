@@ -144,8 +144,8 @@ class Store:
         return self._db
 
     async def _claim(self) -> None:
-        rows = dict(await self.db.execute_fetchall("SELECT key, value FROM crawl"))
-        owner = rows.get("spider")
+        rows = await self.db.execute_fetchall("SELECT value FROM crawl WHERE key = 'spider'")
+        owner = next((str(row[0]) for row in rows), None)
         if owner is None:
             await self.db.execute("BEGIN IMMEDIATE")
             await self.db.executemany(
@@ -208,7 +208,7 @@ class Store:
 
     async def add_requests(self, requests: Sequence[Request], parent: Request | None) -> None:
         """Store requests that have no page to commit with (the start requests)."""
-        await self._transaction(self._request_rows(requests, parent), [], [])
+        await self._transaction(list(self._request_rows(requests, parent)), [], [])
 
     async def commit_pages(self, pages: Sequence[PageResult]) -> None:
         """One transaction: every page's items, its new requests, and its done-mark."""
@@ -310,7 +310,7 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     check_database(path, must_exist=True)
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        (owner,) = db.execute("SELECT value FROM crawl WHERE key = 'spider'").fetchone()
+        db.execute("SELECT value FROM crawl WHERE key = 'spider'").fetchone()[0]
     except (sqlite3.Error, TypeError):
         raise UsageError(f"{path}: not a crawl database") from None
     return db

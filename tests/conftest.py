@@ -11,8 +11,8 @@ import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 from aiohttp import web
@@ -68,7 +68,9 @@ def _app(site: Site) -> web.Application:
     flaky: Counter[str] = Counter()
 
     @web.middleware
-    async def count(request: web.Request, handler: Callable[..., Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    async def count(
+        request: web.Request, handler: Callable[..., Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         key = request.host + request.path_qs
         site.hits[key] += 1
         site.hit_times.setdefault(key, []).append(asyncio.get_running_loop().time())

@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from conftest import HOSTS, PAGES_PER_HOST, Site
-from graph_spider import GraphSpider
-
 from crawler import Request, Response, Spider
 from crawler.engine import crawl
 from crawler.errors import FetchError
+from graph_spider import GraphSpider
 
 FAST = {"ROBOTS": False, "RETRIES": 3}
 
@@ -27,7 +26,9 @@ def page_rows(db: Path) -> dict[str, tuple[int, int | None, str | None, int]]:
     """url -> (state, status, error, attempts)."""
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT url, state, status, error, attempts FROM requests")
-        return {url: (state, status, error, attempts) for url, state, status, error, attempts in rows}
+        return {
+            url: (state, status, error, attempts) for url, state, status, error, attempts in rows
+        }
 
 
 async def test_every_reachable_page_is_fetched_and_stored_once(site: Site, tmp_path: Path) -> None:
@@ -199,7 +200,9 @@ async def test_callbacks_of_every_kind_and_a_broken_one(site: Site, tmp_path: Pa
 
 
 async def test_max_pages_ends_the_crawl(site: Site, tmp_path: Path) -> None:
-    summary = await crawl(GraphSpider, tmp_path / "g.db", {**FAST, "START_URL": site.url("/g/0"), "MAX_PAGES": 10})
+    summary = await crawl(
+        GraphSpider, tmp_path / "g.db", {**FAST, "START_URL": site.url("/g/0"), "MAX_PAGES": 10}
+    )
 
     assert summary.pages_done == 10
     assert sum(v for k, v in site.hits.items() if "/g/" in k) == 10
