@@ -31,6 +31,7 @@ class Site:
     in_flight: Counter[str] = field(default_factory=Counter)
     max_in_flight: Counter[str] = field(default_factory=Counter)
     page_delay: float = 0.0
+    host_delay: dict[str, float] = field(default_factory=dict)  # host -> extra seconds
     robots: str = ""
     user_agents: set[str] = field(default_factory=set)
 
@@ -84,9 +85,10 @@ def _app(site: Site) -> web.Application:
             site.in_flight[host] -= 1
 
     async def graph(request: web.Request) -> web.Response:
-        if site.page_delay:
-            await asyncio.sleep(site.page_delay)
         host = request.host.rsplit(":", 1)[0]
+        delay = site.page_delay + site.host_delay.get(host, 0.0)
+        if delay:
+            await asyncio.sleep(delay)
         html = graph_page(site, host, int(request.match_info["n"]))
         return web.Response(text=html, content_type="text/html")
 

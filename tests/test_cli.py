@@ -170,6 +170,14 @@ async def test_status_and_export_show_what_the_crawl_stored(site: Site, tmp_path
     assert rows == [["url", "tags", "n"], [site.url("/g/1"), '["a", "b"]', "1"]]
 
 
+def test_bench_crawls_and_checks_the_generated_site() -> None:
+    result = run("bench", "--pages", "300")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "items: 301" in result.stdout
+    assert "check: all 301 pages stored once, titles exact" in result.stdout
+    assert "pages/s:" in result.stdout and "peak memory:" in result.stdout
+
+
 def test_list_shows_the_bundled_spiders() -> None:
     listed = run("list")
     assert listed.returncode == 0

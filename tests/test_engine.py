@@ -59,6 +59,23 @@ async def test_per_host_cap_is_never_exceeded(site: Site, tmp_path: Path) -> Non
     assert max(site.max_in_flight.values()) == 2  # the cap was reached, never passed
 
 
+async def test_a_slow_host_does_not_block_the_others(site: Site, tmp_path: Path) -> None:
+    slow, fast = HOSTS[0], HOSTS[1]
+    site.host_delay[slow] = 1.5
+    spider = FaultSpider()
+    spider.start_urls = [site.url(f"/g/{n}", slow) for n in range(4)]
+    spider.start_urls += [site.url(f"/g/{n}", fast) for n in range(PAGES_PER_HOST)]
+    settings = {**FAST, "CONCURRENCY": 4, "PER_HOST": 2}
+    summary = await crawl(spider, tmp_path / "s.db", settings)
+
+    assert summary.pages_done == 4 + PAGES_PER_HOST
+    slow_starts = sorted(t for k, ts in site.hit_times.items() if slow in k for t in ts)
+    fast_starts = sorted(t for k, ts in site.hit_times.items() if fast in k for t in ts)
+    # The slow host's first two pages take both its slots; the two other workers
+    # crawl the whole fast host before the slow host's next page even starts.
+    assert fast_starts[-1] < slow_starts[2]
+
+
 class FaultSpider(Spider):
     name = "faults"
 
