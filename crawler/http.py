@@ -63,6 +63,7 @@ class Response:
     request: Request
     _text: str | None = field(default=None, repr=False)
     _tree: LexborHTMLParser | None = field(default=None, repr=False)
+    _base: str | None = field(default=None, repr=False)
 
     @property
     def meta(self) -> Mapping[str, Any]:
@@ -100,15 +101,22 @@ class Response:
         """The first node matching a CSS selector, or None."""
         return self.tree.css_first(selector)
 
+    @property
+    def base_url(self) -> str:
+        """What relative links resolve against: the page's <base href>, else its URL."""
+        if self._base is None:
+            self._base = self.url.partition("#")[0]
+            head = self.body[:4096]
+            if b"<base" in head or b"<BASE" in head:
+                node = self.tree.css_first("base[href]")
+                href = node.attributes.get("href") if node is not None else None
+                if href:
+                    self._base = urljoin(self._base, href.strip())
+        return self._base
+
     def urljoin(self, url: str) -> str:
-        """`url` resolved against this page (its <base href> if it has one)."""
-        base = self.url
-        if b"<base" in self.body[:4096] or b"<BASE" in self.body[:4096]:
-            node = self.tree.css_first("base[href]")
-            href = node.attributes.get("href") if node is not None else None
-            if href:
-                base = urljoin(self.url, href)
-        return urljoin(base, url)
+        """`url` resolved against this page (its <base href> if it has one), no fragment."""
+        return urljoin(self.base_url, url)
 
     def follow(self, url: str | LexborNode, callback: Callback | None = None, **kw: Any) -> Request:
         """A Request for `url` (a string or an <a> node) resolved against this page."""

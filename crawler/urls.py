@@ -7,6 +7,7 @@ fragments), plus the two things it leaves alone: scheme case and the default por
 from __future__ import annotations
 
 import hashlib
+import re
 from functools import lru_cache
 from urllib.parse import urljoin as _urljoin
 from urllib.parse import urlsplit, urlunsplit
@@ -17,12 +18,32 @@ MAX_URL_LENGTH = 8192
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-@lru_cache(maxsize=65536)
+# Hrefs made of these characters, with no dot segment, resolve by string concatenation
+# exactly as urllib.parse.urljoin would resolve them; anything else goes to urljoin.
+_PLAIN_HREF = re.compile(r"[A-Za-z0-9._~%!$&'()*+,;=:@/?-]*[A-Za-z0-9._~%!$&'()*+,=:@/-]")
+
+
 def urljoin(base: str, url: str) -> str:
-    """`url` resolved against `base`, without its fragment."""
+    """`url` resolved against `base` (an absolute URL without fragment), without fragment."""
+    href = url.partition("#")[0]
+    if href and _PLAIN_HREF.fullmatch(href) and "/." not in href and href[0] != ".":
+        if href[0] == "/":
+            if href[:2] != "//":
+                slash = base.find("/", base.find("//") + 2)
+                return (base if slash < 0 else base[:slash]) + href
+        elif href.startswith(("http://", "https://")):
+            return href
+        elif ":" not in href and href[0] != "?":
+            path_end = min(i for i in (base.find("?"), len(base)) if i >= 0)
+            slash = base.rfind("/", base.find("//") + 2, path_end)
+            return (base[: slash + 1] if slash >= 0 else base + "/") + href
+    return _urljoin_slow(base, url)
+
+
+@lru_cache(maxsize=16384)
+def _urljoin_slow(base: str, url: str) -> str:
     joined = _urljoin(base, url)
-    hash_at = joined.find("#")
-    return joined if hash_at < 0 else joined[:hash_at]
+    return joined.partition("#")[0]
 
 
 @lru_cache(maxsize=65536)
@@ -54,6 +75,7 @@ def host_of(url: str) -> str:
     return urlsplit(url).netloc.lower()
 
 
+@lru_cache(maxsize=65536)
 def check_url(url: str) -> str | None:
     """Why `url` cannot be fetched, or None if it can."""
     if len(url) > MAX_URL_LENGTH:

@@ -1,0 +1,98 @@
+"""URL joining, canonical forms and fingerprints."""
+
+from __future__ import annotations
+
+from urllib.parse import urljoin as std_urljoin
+
+import pytest
+
+from crawler.benchsite import page_html
+from crawler.http import Request, Response
+from crawler.urls import canonical_url, check_url, fingerprint, in_domains, urljoin
+
+BASES = [
+    "http://127.0.0.1:8123/p/17.html",
+    "http://example.com",
+    "http://example.com/",
+    "https://example.com/a/b/c?q=1",
+    "http://example.com/dir/",
+    "http://example.com/a?x=/y/z",
+]
+HREFS = [
+    "/p/1.html", "1.html", "./1.html", "../p/1.html", "../../x", "http://other.org/a",
+    "https://x.org", "//cdn.example.com/a.js", "?page=2", "#top", "", "a#b", "/a/./b",
+    "/a/../b", "a/b/../c", "mailto:me@example.com", "javascript:void(0)", "/a b",
+    "/é", "HTTP://Example.com/A", "/a?", "/a;", "/a;p?q#f", "tel:+1", "a:b", "/p/1.html#s2",
+    "..", ".", "./", "/.hidden", "x/.y", "http://h/a/../b", "/%7Euser", "/a?b=c&d=e",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("base", BASES)
+def test_urljoin_agrees_with_the_standard_library(base: str) -> None:
+    for href in HREFS:
+        assert urljoin(base, href) == std_urljoin(base, href).partition("#")[0], href
+
+
+def test_urljoin_agrees_on_every_link_of_a_bench_page() -> None:
+    base = "http://127.0.0.1:8123/p/5.html"
+    response = Response(base, 200, {}, page_html(5, 100, base=base[:21]), Request(base))
+    hrefs = [a.attributes["href"] or "" for a in response.css("a[href]")]
+    assert len(hrefs) == 40
+    for href in hrefs:
+        assert response.urljoin(href) == std_urljoin(base, href).partition("#")[0]
+
+
+def test_base_href_is_used_for_relative_links() -> None:
+    body = b'<html><head><base href="http://example.com/root/"></head><a href="x">x</a></html>'
+    response = Response("http://example.com/other/page", 200, {}, body, Request("http://e/"))
+    assert response.urljoin("x") == "http://example.com/root/x"
+    assert response.follow(response.css_first("a") or "").url == "http://example.com/root/x"
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("HTTP://Example.COM:80/a?b=2&a=1#f", "http://example.com/a?a=1&b=2"),
+        ("https://example.com:443/", "https://example.com/"),
+        ("http://example.com", "http://example.com/"),
+        ("http://example.com/%7euser", "http://example.com/~user"),
+        ("http://example.com/a%2fb", "http://example.com/a%2Fb"),
+        ("http://example.com/a b", "http://example.com/a%20b"),
+    ],
+)
+def test_spellings_of_one_url_have_one_canonical_form(a: str, b: str) -> None:
+    assert canonical_url(a) == canonical_url(b)
+    assert fingerprint("GET", a, None) == fingerprint("GET", b, None)
+
+
+def test_fingerprint_tells_method_body_port_and_path_apart() -> None:
+    url = "http://example.com/a"
+    assert fingerprint("GET", url, None) != fingerprint("POST", url, None)
+    assert fingerprint("POST", url, b"x=1") != fingerprint("POST", url, b"x=2")
+    assert fingerprint("GET", url, None) != fingerprint("GET", "http://example.com:8080/a", None)
+    assert fingerprint("GET", url, None) != fingerprint("GET", url + "/", None)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://example.com/", None),
+        ("javascript:void(0)", "unsupported scheme"),
+        ("mailto:me@example.com", "unsupported scheme"),
+        ("http://", "no host"),
+        ("http://[::1", "unparseable"),
+        ("http://example.com:99999/", "unparseable"),
+        ("http://example.com/" + "a" * 9000, "too long"),
+    ],
+)
+def test_urls_that_cannot_be_fetched_are_named(url: str, problem: str | None) -> None:
+    found = check_url(url)
+    assert (found is None) if problem is None else (problem in (found or ""))
+
+
+def test_subdomains_are_in_their_domain() -> None:
+    domains = frozenset({"example.com"})
+    assert in_domains("http://example.com/", domains)
+    assert in_domains("http://www.example.com:8080/", domains)
+    assert not in_domains("http://badexample.com/", domains)
+    assert not in_domains("http://example.com.evil.org/", domains)
