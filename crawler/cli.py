@@ -190,6 +190,7 @@ def _print_summary(summary: Summary, db: Path, out: TextIO) -> None:
         f"bytes: {summary.bytes}",
         "errors by kind: " + (_counts(summary.errors) or "none"),
         "status codes: " + (_counts(summary.status_codes) or "none"),
+        "links not queued: " + (_counts(summary.dropped) or "none"),
     ]
     if summary.elapsed:
         rate = summary.pages_this_run / summary.elapsed

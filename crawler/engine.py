@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crawler.errors import FetchError, SpiderError, UsageError
+from crawler.errors import FetchError, RedirectRefused, SpiderError, UsageError
 from crawler.fetcher import Fetcher
 from crawler.frontier import Frontier
 from crawler.http import PageResult, Request, Response
@@ -24,7 +24,7 @@ from crawler.robots import Robots
 from crawler.settings import Settings
 from crawler.spider import Spider
 from crawler.storage.sqlite import Store, StoredRequest, Summary, open_readonly, read_summary
-from crawler.urls import canonical_url, check_url, host_of
+from crawler.urls import check_url, host_of
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +73,12 @@ class Engine:
         self._stopping = False
         self.pages = 0  # committed in this run
         self.items = 0
-        self.dropped = 0
 
     async def run(self) -> Summary:
         """Crawl until the frontier is empty, MAX_PAGES is reached, or `stop()`."""
         started = time.monotonic()
-        async with self.store, Fetcher(self.settings, self.frontier.hold) as fetcher:
+        fetcher = Fetcher(self.settings, self.frontier.hold, self._check_redirect)
+        async with self.store, fetcher:
             robots = (
                 Robots(fetcher.fetch, self.settings.user_agent) if self.settings.robots else None
             )
@@ -144,7 +144,7 @@ class Engine:
             except SpiderError as exc:
                 raise UsageError(f"spider {self.spider.name!r}: start request: {exc}") from None
         admission = self.frontier.admit(start, None)
-        await self.store.add_requests(admission.accepted, None)
+        await self.store.add_requests(admission.accepted, admission.dropped)
         self.frontier.push(admission.accepted)
 
     def _restored(self, row: StoredRequest) -> Request:
@@ -177,13 +177,21 @@ class Engine:
                 self.frontier.slow_down(request.url, delay)
         try:
             response, attempts = await fetcher.fetch(request)
+        except RedirectRefused as exc:
+            return _Fetched(request, exc.reason, exc.attempts)
         except FetchError as exc:
             return _Fetched(request, exc, exc.attempts)
-        if request.method == "GET" and response.url != request.url:
-            final = canonical_url(response.url)
-            if final != canonical_url(request.url) and self.frontier.seen(final):
-                return _Fetched(request, f"redirect to a page already crawled: {final}", attempts)
         return _Fetched(request, response, attempts)
+
+    def _check_redirect(self, request: Request, url: str) -> str | None:
+        """Why a redirect of `request` to `url` is not followed, or None."""
+        if check_url(url):
+            return "redirect to an invalid URL"
+        if not self.frontier.allows(url):
+            return "redirect off-domain"
+        if request.method == "GET" and not request.dont_filter and self.frontier.seen(url):
+            return "redirect to a page already crawled"
+        return None
 
     async def _parse_loop(self) -> None:
         while (fetched := await self._fetched.get()) is not None:
@@ -208,7 +216,7 @@ class Engine:
             for page in pages:
                 admission = self.frontier.admit(page.requests, page.request)
                 page.requests = admission.accepted
-                self.dropped += sum(admission.dropped.values())
+                page.dropped = admission.dropped
             if pages:
                 await self.store.commit_pages(pages)
             for page in pages:

@@ -20,9 +20,10 @@ from typing import Any
 import aiohttp
 from aiohttp_retry import RetryClient, RetryOptionsBase
 
-from crawler.errors import BodyTooLarge, FetchError
+from crawler.errors import BodyTooLarge, FetchError, RedirectRefused
 from crawler.http import Request, Response
 from crawler.settings import Settings
+from crawler.urls import urljoin
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,10 @@ RETRY_EXCEPTIONS = {aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, T
 BACKOFF_START = 0.25  # seconds before the first retry; doubles each time, with jitter
 BACKOFF_MAX = 30.0
 RETRY_AFTER_MAX = 600.0  # a longer Retry-After is not waited for: the page fails
+MAX_REDIRECTS = 10
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+RedirectCheck = Callable[[Request, str], str | None]  # why not to follow, or None
 
 
 def retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -80,18 +85,32 @@ class PoliteRetry(RetryOptionsBase):
 
 
 class _Attempt:
-    """The request function aiohttp-retry calls once per try: send, then read the body."""
+    """The request function aiohttp-retry calls once per try: send, follow redirects
+    (each hop vetted by `on_redirect`), then read the body."""
 
-    def __init__(self, session: aiohttp.ClientSession, max_body: int) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, max_body: int, on_redirect: RedirectCheck
+    ) -> None:
         self._session = session
         self._max_body = max_body
+        self._on_redirect = on_redirect
 
     async def request(
         self, method: str, url: str, *, trace_request_ctx: dict[str, Any], **kwargs: Any
     ) -> aiohttp.ClientResponse:
         state: _State = trace_request_ctx["state"]
         state.attempts = trace_request_ctx["current_attempt"]
-        response = await self._session.request(method, url, **kwargs)
+        chain = [url]
+        while True:
+            response = await self._session.request(method, url, allow_redirects=False, **kwargs)
+            location = response.headers.get("Location") if response.status in _REDIRECTS else None
+            if not location:
+                break
+            response.release()
+            url = self._next_hop(state, chain, urljoin(str(response.url), location.strip()))
+            if response.status == 303 or (response.status in (301, 302) and method == "POST"):
+                method = "GET"
+                kwargs.pop("data", None)
         try:
             state.body = await self._read(response, state.request)
         except BaseException:
@@ -99,41 +118,61 @@ class _Attempt:
             raise
         return response
 
+    def _next_hop(self, state: _State, chain: list[str], target: str) -> str:
+        request = state.request
+        if target in chain:
+            raise FetchError(request, "RedirectLoop")
+        if len(chain) > MAX_REDIRECTS:
+            raise FetchError(request, "TooManyRedirects")
+        if target not in state.claimed:  # a retry follows the chain it claimed before
+            refusal = self._on_redirect(request, target)
+            if refusal:
+                raise RedirectRefused(request, refusal)
+            state.claimed.add(target)
+        chain.append(target)
+        return target
+
     async def _read(self, response: aiohttp.ClientResponse, request: Request) -> bytes:
         limit = self._max_body
         declared = response.content_length
-        if declared is not None and declared <= limit:
-            body = await response.read()
-            if len(body) <= limit:  # decompressed bodies can outgrow their length
-                return body
-        elif declared is None:
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.content.iter_chunked(1 << 16):
-                size += len(chunk)
-                if size > limit:
-                    break
-                chunks.append(chunk)
-            else:
-                return b"".join(chunks)
-        raise BodyTooLarge(request, "BodyTooLarge")
+        if declared is not None and declared > limit:
+            raise BodyTooLarge(request, "BodyTooLarge")
+        if declared is not None and "Content-Encoding" not in response.headers:
+            return await response.read()  # aiohttp stops at the declared length
+        # Unknown or compressed length: stream, so a huge (or zip-bomb) body never
+        # sits in memory past the cap.
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(1 << 16):
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(request, "BodyTooLarge")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
 
 class _State:
-    __slots__ = ("attempts", "body", "request")
+    __slots__ = ("attempts", "body", "claimed", "request")
 
     def __init__(self, request: Request) -> None:
         self.request = request
         self.attempts = 0
         self.body = b""
+        self.claimed: set[str] = set()
 
 
 class Fetcher:
     """Fetches requests through one shared session, with retries, timeouts and a body cap."""
 
-    def __init__(self, settings: Settings, on_wait: Callable[[str, float], None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        on_wait: Callable[[str, float], None],
+        on_redirect: RedirectCheck = lambda request, url: None,
+    ) -> None:
         self._settings = settings
         self._on_wait = on_wait
+        self._on_redirect = on_redirect
         self._session: aiohttp.ClientSession | None = None
         self._client: RetryClient | None = None
 
@@ -147,7 +186,7 @@ class Fetcher:
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         self._client = RetryClient(
-            client_session=_Attempt(self._session, s.max_body),  # type: ignore[arg-type]
+            client_session=_Attempt(self._session, s.max_body, self._on_redirect),  # type: ignore[arg-type]
             retry_options=PoliteRetry(s.retries + 1, self._on_wait),
         )
         return self
@@ -177,7 +216,7 @@ class Fetcher:
                 status = response.status
                 url = str(response.url)
                 headers = response.headers
-        except BodyTooLarge as exc:
+        except FetchError as exc:  # ours, raised inside the try: no retry
             exc.attempts = state.attempts
             raise
         except (aiohttp.ClientError, TimeoutError) as exc:

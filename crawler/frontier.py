@@ -100,9 +100,13 @@ class Frontier:
             return "invalid URL"
         if self._max_depth and depth > self._max_depth:
             return "MAX_DEPTH"
-        if self._domains and not in_domains(request.url, self._domains):
+        if not self.allows(request.url):
             return "off-domain"
         return None
+
+    def allows(self, url: str) -> bool:
+        """Whether the URL is inside allowed_domains (always, when none are set)."""
+        return not self._domains or in_domains(url, self._domains)
 
     def seen(self, url: str, method: str = "GET", body: bytes | None = None) -> bool:
         """Whether this request was admitted before; if not, it is marked seen now."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import json
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -156,3 +157,4 @@ class PageResult:
     requests: list[Request] = field(default_factory=list)
     error: str | None = None  # the kind shown in status: "404", "TimeoutError", ...
     skipped: bool = False  # not fetched on purpose (robots.txt): neither done nor failed
+    dropped: Counter[str] = field(default_factory=Counter)  # links refused, by reason

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ CREATE TABLE IF NOT EXISTS requests (
     finished_at REAL
 );
 CREATE INDEX IF NOT EXISTS requests_queued ON requests (id) WHERE state = 0;
+CREATE TABLE IF NOT EXISTS dropped (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS items (
     id INTEGER PRIMARY KEY,
     page INTEGER NOT NULL REFERENCES requests (id),
@@ -61,6 +63,10 @@ _INSERT_REQUEST = """
 INSERT INTO requests (id, fp, url, method, headers, body, meta, callback, errback,
                       priority, depth, dont_filter, parent)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_COUNT_DROPPED = """
+INSERT INTO dropped (reason, count) VALUES (?, ?)
+ON CONFLICT (reason) DO UPDATE SET count = count + excluded.count
 """
 _FINISH_PAGE = """
 UPDATE requests SET state = ?, status = ?, final_url = ?, size = ?, attempts = ?,
@@ -101,6 +107,7 @@ class Summary:
     bytes: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     status_codes: dict[int, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)  # links not queued, by reason
     elapsed: float = 0.0  # of the run that returned this summary
     pages_this_run: int = 0
 
@@ -206,9 +213,9 @@ class Store:
             for r in rows
         ]
 
-    async def add_requests(self, requests: Sequence[Request], parent: Request | None) -> None:
+    async def add_requests(self, requests: Sequence[Request], dropped: Counter[str]) -> None:
         """Store requests that have no page to commit with (the start requests)."""
-        await self._transaction(list(self._request_rows(requests, parent)), [], [])
+        await self._transaction(list(self._request_rows(requests, None)), [], [], dropped)
 
     async def commit_pages(self, pages: Sequence[PageResult]) -> None:
         """One transaction: every page's items, its new requests, and its done-mark."""
@@ -216,7 +223,9 @@ class Store:
         request_rows: list[tuple[Any, ...]] = []
         item_rows: list[tuple[int, str]] = []
         page_rows: list[tuple[Any, ...]] = []
+        dropped: Counter[str] = Counter()
         for page in pages:
+            dropped.update(page.dropped)
             key = page.request.key
             request_rows.extend(self._request_rows(page.requests, page.request))
             item_rows.extend((key, _dumps(item)) for item in page.items)
@@ -224,13 +233,14 @@ class Store:
             page_rows.append(
                 (state, page.status, page.url, page.size, page.attempts, page.error, now, key)
             )
-        await self._transaction(request_rows, item_rows, page_rows)
+        await self._transaction(request_rows, item_rows, page_rows, dropped)
 
     async def _transaction(
         self,
         request_rows: list[tuple[Any, ...]],
         item_rows: list[tuple[int, str]],
         page_rows: list[tuple[Any, ...]],
+        dropped: Counter[str],
     ) -> None:
         db = self.db
         await db.execute("BEGIN IMMEDIATE")
@@ -241,6 +251,8 @@ class Store:
                 await db.executemany("INSERT INTO items (page, data) VALUES (?, ?)", item_rows)
             if page_rows:
                 await db.executemany(_FINISH_PAGE, page_rows)
+            if dropped:
+                await db.executemany(_COUNT_DROPPED, dropped.items())
             await db.execute("COMMIT")
         except BaseException:
             # A cancelled aiosqlite call still runs: roll back whatever it left open.
@@ -341,6 +353,9 @@ def read_summary(db: sqlite3.Connection) -> Summary:
             "SELECT error, COUNT(*) FROM requests WHERE error IS NOT NULL"
             " GROUP BY error ORDER BY COUNT(*) DESC, error"
         ).fetchall()
+    )
+    summary.dropped = dict(
+        db.execute("SELECT reason, count FROM dropped ORDER BY count DESC, reason").fetchall()
     )
     summary.status_codes = dict(
         db.execute(
