@@ -22,6 +22,7 @@ Callback = Callable[..., Any]
 Item = dict[str, Any]
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_:.+-]+)""", re.I)
+_NEAR_TIE = 0.1  # charset-normalizer's "chaos" difference that counts as a tie
 _HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?([^"';\s]+)""", re.I)
 
 
@@ -63,6 +64,7 @@ class Response:
     body: bytes
     request: Request
     _text: str | None = field(default=None, repr=False)
+    _encoding: str | None = field(default=None, repr=False)
     _tree: LexborHTMLParser | None = field(default=None, repr=False)
     _base: str | None = field(default=None, repr=False)
 
@@ -73,15 +75,20 @@ class Response:
 
     @property
     def encoding(self) -> str:
-        """The charset: the Content-Type header, then <meta charset>, then detection."""
-        return detect_encoding(self.headers.get("Content-Type", ""), self.body)
+        """The charset `text` was decoded with (see `decode_body`)."""
+        if self._encoding is None:
+            self._decode()
+        return self._encoding or "utf-8"
 
     @property
     def text(self) -> str:
-        """The body decoded with `encoding`; undecodable bytes are replaced."""
+        """The body decoded: declared charset, then UTF-8, then detection."""
         if self._text is None:
-            self._text = self.body.decode(self.encoding, errors="replace")
-        return self._text
+            self._decode()
+        return self._text or ""
+
+    def _decode(self) -> None:
+        self._text, self._encoding = decode_body(self.headers.get("Content-Type", ""), self.body)
 
     def json(self) -> Any:
         """The body parsed as JSON."""
@@ -126,22 +133,36 @@ class Response:
         return Request(self.urljoin(url.strip()), callback=callback, **kw)
 
 
-def detect_encoding(content_type: str, body: bytes) -> str:
-    """Header charset, then <meta charset>, then UTF-8 if valid, then detection."""
+def decode_body(content_type: str, body: bytes) -> tuple[str, str]:
+    """The text of a body and its charset: the Content-Type header's, then <meta charset>,
+    then UTF-8, each taken only if the body decodes with it; then charset detection."""
     header = _HEADER_CHARSET.search(content_type)
     meta = _META_CHARSET.search(body[:2048])
     for name in (header.group(1) if header else None, meta.group(1).decode() if meta else None):
         if name:
             try:
-                return codecs.lookup(name).name
-            except LookupError:
-                pass
+                encoding = codecs.lookup(name).name
+                return body.decode(encoding), encoding
+            except (LookupError, UnicodeDecodeError):
+                pass  # an unknown or wrong declaration: try the next source
     try:
-        body.decode("utf-8")
-        return "utf-8"
+        return body.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
-        best = from_bytes(body[:65536]).best()
-        return best.encoding if best is not None else "utf-8"
+        encoding = _detect(body[:65536])
+        return body.decode(encoding, errors="replace"), encoding
+
+
+def _detect(sample: bytes) -> str:
+    matches = from_bytes(sample)
+    best = matches.best()
+    if best is None:
+        return "utf-8"
+    # Short Western text fits several single-byte charsets almost equally well; a near
+    # tie goes to windows-1252, the web's default legacy charset (WHATWG's "latin1").
+    for match in matches:
+        if match.encoding == "cp1252" and match.chaos <= best.chaos + _NEAR_TIE:
+            return "cp1252"
+    return str(best.encoding)
 
 
 @dataclass(slots=True)

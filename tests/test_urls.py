@@ -1,4 +1,4 @@
-"""URL joining, canonical forms and fingerprints."""
+"""URL joining, canonical forms and fingerprints; decoding bodies whatever their charset."""
 
 from __future__ import annotations
 
@@ -96,3 +96,25 @@ def test_subdomains_are_in_their_domain() -> None:
     assert in_domains("http://www.example.com:8080/", domains)
     assert not in_domains("http://badexample.com/", domains)
     assert not in_domains("http://example.com.evil.org/", domains)
+
+
+@pytest.mark.parametrize(
+    ("text", "charset", "declared"),
+    [
+        ("Привет, мир! Это страница на русском языке, длинная достаточно.", "cp1251", ""),
+        ("Привет, мир! Это страница на русском языке, длинная достаточно.", "cp1251", "utf-8"),
+        ("こんにちは世界。これは日本語のページです。文字コードの検出を試します。", "shift_jis", ""),
+        ("Café crème, déjà vu, naïve façade — über Größe, señor.", "latin-1", ""),
+        ("Café crème, déjà vu, naïve façade — über Größe, señor.", "latin-1", "utf-8"),
+        ("plain ascii and ünïcödé", "utf-8", ""),
+    ],
+)
+def test_pages_decode_with_a_missing_or_wrong_charset(
+    text: str, charset: str, declared: str
+) -> None:
+    from crawler.http import decode_body
+
+    body = f"<html><body><p>{text}</p></body></html>".encode(charset, errors="ignore")
+    content_type = f"text/html; charset={declared}" if declared else "text/html"
+    decoded, _ = decode_body(content_type, body)
+    assert text.encode(charset, errors="ignore").decode(charset) in decoded
