@@ -24,7 +24,7 @@ from crawler.robots import Robots
 from crawler.settings import Settings
 from crawler.spider import Spider
 from crawler.storage.sqlite import Store, StoredRequest, Summary, open_readonly, read_summary
-from crawler.urls import check_url, host_of
+from crawler.urls import check_url, fingerprint, host_of
 
 log = logging.getLogger(__name__)
 
@@ -71,22 +71,25 @@ class Engine:
         self._parsed: asyncio.Queue[PageResult | None] = asyncio.Queue(BATCH_PAGES)
         self._fetch_tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._claimed: set[bytes] = set()  # redirect targets followed
         self.pages = 0  # committed in this run
         self.items = 0
 
     async def run(self) -> Summary:
         """Crawl until the frontier is empty, MAX_PAGES is reached, or `stop()`."""
         started = time.monotonic()
+        start = self._start_requests()
         fetcher = Fetcher(self.settings, self.frontier.hold, self._check_redirect)
         async with self.store, fetcher:
             robots = (
                 Robots(fetcher.fetch, self.settings.user_agent) if self.settings.robots else None
             )
-            await self._prepare()
+            await self._prepare(start)
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._write_loop(), name="writer")
                     tg.create_task(self._parse_loop(), name="parse")
+                    tg.create_task(self._refill_loop(), name="refill")
                     progress = tg.create_task(self._progress_loop(started), name="progress")
                     self._fetch_tasks = [
                         tg.create_task(self._fetch_loop(fetcher, robots), name=f"fetch-{i}")
@@ -120,16 +123,8 @@ class Engine:
         for task in self._fetch_tasks:
             task.cancel()
 
-    async def _prepare(self) -> None:
-        seen, redirected, next_key, started = await self.store.load()
-        self.frontier.restore(seen, next_key, started)
-        for url in redirected:
-            self.frontier.seen(url)
-        queued = await self.store.queued()
-        if started or queued:
-            log.info("resuming %s: %d pages done, %d queued", self.store.path, started, len(queued))
-            self.frontier.push(self._restored(row) for row in queued)
-            return
+    def _start_requests(self) -> list[Request]:
+        """The spider's start requests, checked before any file is touched."""
         start = list(self.spider.start_requests())
         if not start:
             raise UsageError(f"spider {self.spider.name!r} has no start URLs")
@@ -143,9 +138,30 @@ class Engine:
                 self.parser.check_request(request)
             except SpiderError as exc:
                 raise UsageError(f"spider {self.spider.name!r}: start request: {exc}") from None
+        return start
+
+    async def _prepare(self, start: list[Request]) -> None:
+        next_key, started, queued, redirected = await self.store.load()
+        self.frontier.restore(next_key, started, queued)
+        self._claimed.update(fingerprint("GET", url, None) for url in redirected)
+        if started or queued:
+            log.info("resuming %s: %d pages done, %d queued", self.store.path, started, queued)
+            return
         admission = self.frontier.admit(start, None)
-        await self.store.add_requests(admission.accepted, admission.dropped)
-        self.frontier.push(admission.accepted)
+        new = await self.store.add_requests(admission.accepted, admission.dropped)
+        self._push(admission.accepted, new)
+
+    def _push(self, candidates: list[Request], new: set[int]) -> None:
+        """Hand the frontier the requests the store has just committed as new."""
+        if candidates:
+            self.frontier.push([r for r in candidates if r.key in new], candidates[-1].key)
+
+    async def _refill_loop(self) -> None:
+        while await self.frontier.wait_refill():
+            span = self.frontier.refill_range()
+            if span is not None:
+                rows, upto = await self.store.queued(*span)
+                self.frontier.load([self._restored(row) for row in rows], upto)
 
     def _restored(self, row: StoredRequest) -> Request:
         try:
@@ -183,13 +199,21 @@ class Engine:
             return _Fetched(request, exc, exc.attempts)
         return _Fetched(request, response, attempts)
 
-    def _check_redirect(self, request: Request, url: str) -> str | None:
+    async def _check_redirect(self, request: Request, url: str) -> str | None:
         """Why a redirect of `request` to `url` is not followed, or None."""
         if check_url(url):
             return "redirect to an invalid URL"
         if not self.frontier.allows(url):
             return "redirect off-domain"
-        if request.method == "GET" and not request.dont_filter and self.frontier.seen(url):
+        fp = fingerprint("GET", url, None)
+        if request.method != "GET" or request.dont_filter or fp == request.fp:
+            return None
+        if fp in self._claimed or self.frontier.is_recent(fp):
+            return "redirect to a page already crawled"
+        # Claimed before the await, so a concurrent redirect to the same page stops above.
+        self._claimed.add(fp)  # bounded by the number of redirects in the crawl
+        self.frontier.remember(fp)
+        if await self.store.known(fp):
             return "redirect to a page already crawled"
         return None
 
@@ -217,10 +241,11 @@ class Engine:
                 admission = self.frontier.admit(page.requests, page.request)
                 page.requests = admission.accepted
                 page.dropped = admission.dropped
-            if pages:
-                await self.store.commit_pages(pages)
+            if not pages:
+                continue
+            new = await self.store.commit_pages(pages)
+            self._push([r for page in pages for r in page.requests], new)
             for page in pages:
-                self.frontier.push(page.requests)
                 self.frontier.done(page.request)
                 self.pages += 1
                 self.items += len(page.items)

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
@@ -35,7 +35,7 @@ RETRY_AFTER_MAX = 600.0  # a longer Retry-After is not waited for: the page fail
 MAX_REDIRECTS = 10
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
-RedirectCheck = Callable[[Request, str], str | None]  # why not to follow, or None
+RedirectCheck = Callable[[Request, str], Awaitable[str | None]]  # why not follow, or None
 
 
 def retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -107,7 +107,7 @@ class _Attempt:
             if not location:
                 break
             response.release()
-            url = self._next_hop(state, chain, urljoin(str(response.url), location.strip()))
+            url = await self._next_hop(state, chain, urljoin(str(response.url), location.strip()))
             if response.status == 303 or (response.status in (301, 302) and method == "POST"):
                 method = "GET"
                 kwargs.pop("data", None)
@@ -118,14 +118,14 @@ class _Attempt:
             raise
         return response
 
-    def _next_hop(self, state: _State, chain: list[str], target: str) -> str:
+    async def _next_hop(self, state: _State, chain: list[str], target: str) -> str:
         request = state.request
         if target in chain:
             raise FetchError(request, "RedirectLoop")
         if len(chain) > MAX_REDIRECTS:
             raise FetchError(request, "TooManyRedirects")
         if target not in state.claimed:  # a retry follows the chain it claimed before
-            refusal = self._on_redirect(request, target)
+            refusal = await self._on_redirect(request, target)
             if refusal:
                 raise RedirectRefused(request, refusal)
             state.claimed.add(target)
@@ -168,11 +168,11 @@ class Fetcher:
         self,
         settings: Settings,
         on_wait: Callable[[str, float], None],
-        on_redirect: RedirectCheck = lambda request, url: None,
+        on_redirect: RedirectCheck | None = None,
     ) -> None:
         self._settings = settings
         self._on_wait = on_wait
-        self._on_redirect = on_redirect
+        self._on_redirect = on_redirect or _follow_all
         self._session: aiohttp.ClientSession | None = None
         self._client: RetryClient | None = None
 
@@ -228,6 +228,10 @@ class Fetcher:
         if status >= 400:
             raise FetchError(request, str(status), attempts=state.attempts, response=fetched)
         return fetched, state.attempts
+
+
+async def _follow_all(request: Request, url: str) -> None:
+    return None
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,8 +1,13 @@
 """What to fetch next: admission (fingerprints, depth, domains), priority, per-host readiness.
 
-The frontier is the memory side of the crawl's `requests` table: every request it
-admits gets its row key here and is written by the store in the same transaction
-as the page that found it; only then is it `push`ed and can be handed out.
+The frontier is the memory side of the crawl's `requests` table, which holds the
+whole seen-set and every queued request. Every request it admits gets its row key
+here and is written by the store in the same transaction as the page that found it
+(the store's unique index drops those seen before); only then is it `push`ed.
+Memory holds a bounded window: at most WINDOW queued requests, and the fingerprints
+of the last RECENT admitted, which catch most duplicate links before they reach
+SQLite. Queued requests past the window stay in the database, and are loaded in key
+order (`refill`) as the window empties.
 
 Hand-out is per host. Each host has its own priority heap; a host is *ready* when it
 has pending requests, fewer than PER_HOST in flight, and no DELAY or Retry-After
@@ -27,6 +32,9 @@ from crawler.settings import Settings
 from crawler.urls import check_url, fingerprint, host_of, in_domains
 
 log = logging.getLogger(__name__)
+
+WINDOW = 20_000  # queued requests held in memory at most
+RECENT = 100_000  # fingerprints remembered in memory to skip SQLite for common duplicates
 
 
 @dataclass(slots=True)
@@ -55,8 +63,13 @@ class Frontier:
         self._max_depth = settings.max_depth
         self._max_pages = settings.max_pages
         self._domains = frozenset(d.lower().strip(".") for d in allowed_domains if d)
-        self._seen: set[bytes] = set()
+        self._recent: dict[bytes, None] = {}  # insertion-ordered: the oldest are evicted
         self._next_key = 1
+        self._window = WINDOW
+        self._in_db = 0  # queued requests only in the database (keys > _loaded)
+        self._loaded = 0  # every queued request with a key up to this one is in memory
+        self._committed = 0  # the highest key the store has committed
+        self._refill = asyncio.Event()
         self._hosts: dict[str, _Host] = {}
         self._ready: list[tuple[int, int, str]] = []  # (-priority, seq, host), may be stale
         self._ready_set: set[str] = set()
@@ -70,29 +83,45 @@ class Frontier:
 
     # -- admission: what enters the crawl ------------------------------------------
 
-    def restore(self, seen: Iterable[bytes], next_key: int, pages_started: int) -> None:
-        """Take the state of a crawl stored earlier: its fingerprints and counters."""
-        self._seen.update(seen)
+    def restore(self, next_key: int, pages_started: int, queued: int) -> None:
+        """Take the counters of a crawl stored earlier; its queue is loaded by `refill`."""
         self._next_key = max(self._next_key, next_key)
+        self._committed = next_key - 1
         self._started = pages_started
+        self._in_db = queued
+        if queued:
+            self._refill.set()
 
     def admit(self, requests: Iterable[Request], parent: Request | None) -> Admission:
-        """Filter new requests; those accepted get their row key and depth."""
+        """Filter new requests; those accepted get their row key and depth. A request
+        accepted here may still be a duplicate that only the store's index knows."""
         result = Admission()
         depth = parent.depth + 1 if parent is not None else 0
+        recent = self._recent
         for request in requests:
             reason = self._refusal(request, depth)
             if reason:
                 result.dropped[reason] += 1
                 continue
             fp = fingerprint(request.method, request.url, request.body)
-            if fp in self._seen and not request.dont_filter:
+            if fp in recent and not request.dont_filter:
                 result.dropped["duplicate"] += 1
                 continue
-            self._seen.add(fp)
+            self.remember(fp)
             result.accepted.append(request.replace(depth=depth, key=self._next_key, fp=fp))
             self._next_key += 1
         return result
+
+    def remember(self, fp: bytes) -> None:
+        """Keep a fingerprint among the recent ones."""
+        recent = self._recent
+        recent[fp] = None
+        if len(recent) > RECENT:
+            del recent[next(iter(recent))]
+
+    def is_recent(self, fp: bytes) -> bool:
+        """Whether the fingerprint was admitted lately (False says nothing)."""
+        return fp in self._recent
 
     def _refusal(self, request: Request, depth: int) -> str | None:
         problem = check_url(request.url)
@@ -108,18 +137,44 @@ class Frontier:
         """Whether the URL is inside allowed_domains (always, when none are set)."""
         return not self._domains or in_domains(url, self._domains)
 
-    def seen(self, url: str, method: str = "GET", body: bytes | None = None) -> bool:
-        """Whether this request was admitted before; if not, it is marked seen now."""
-        fp = fingerprint(method, url, body)
-        if fp in self._seen:
-            return True
-        self._seen.add(fp)
-        return False
-
     # -- hand-out: what the fetch workers get -----------------------------------------
 
-    def push(self, requests: Iterable[Request]) -> None:
-        """Make stored requests available to the fetch workers."""
+    def push(self, requests: list[Request], committed: int) -> None:
+        """Requests the store has just committed (keys up to `committed`): into the
+        window if it has room and nothing older waits in the database, else left there."""
+        self._committed = max(self._committed, committed)
+        if self._in_db or self._pending + len(requests) > self._window:
+            self._in_db += len(requests)
+            self._refill.set()
+            self._dispatch()
+            return
+        self._loaded = self._committed
+        self._add(requests)
+
+    def load(self, requests: list[Request], upto: int) -> None:
+        """Queued requests read from the database: every one with a key up to `upto`."""
+        self._in_db -= len(requests)
+        self._loaded = upto
+        self._add(requests)
+
+    def refill_range(self) -> tuple[int, int, int] | None:
+        """(after, upto, count): the keys to load next, or None if nothing is needed."""
+        if self._in_db and self._pending < self._window // 2:
+            return self._loaded, self._committed, self._window - self._pending
+        self._refill.clear()
+        return None
+
+    async def wait_refill(self) -> bool:
+        """Wait until the window wants loading; False once the crawl is over."""
+        while not self._closed:
+            await self._refill.wait()
+            if self._closed:
+                break
+            if self.refill_range() is not None:
+                return True
+        return False
+
+    def _add(self, requests: Iterable[Request]) -> None:
         for request in requests:
             host = host_of(request.url)
             state = self._hosts.get(host)
@@ -153,6 +208,8 @@ class Frontier:
         """The page of `request` is committed; the crawl may be over."""
         self._outstanding -= 1
         self._dispatch()
+        if self._in_db and self._pending < self._window // 2:
+            self._refill.set()
 
     def hold(self, url: str, seconds: float) -> None:
         """Hand out nothing for the URL's host for `seconds` (Retry-After, Crawl-delay)."""
@@ -173,8 +230,8 @@ class Frontier:
 
     @property
     def pending(self) -> int:
-        """Requests waiting to be handed out."""
-        return self._pending
+        """Requests waiting to be handed out, in memory and in the database."""
+        return self._pending + self._in_db
 
     @property
     def outstanding(self) -> int:
@@ -225,7 +282,8 @@ class Frontier:
             self._mark_ready(host, state)
             self._queue.put_nowait(request)
         if self._outstanding == 0 and (
-            self._pending == 0 or (self._max_pages and self._started >= self._max_pages)
+            (self._pending == 0 and self._in_db == 0)
+            or (self._max_pages and self._started >= self._max_pages)
         ):
             self._close()
 
@@ -236,6 +294,7 @@ class Frontier:
         for state in self._hosts.values():
             if state.timer is not None:
                 state.timer.cancel()
+        self._refill.set()  # wakes the refill loop, which sees _closed
         # Workers waiting now get None; any that ask later see _closed.
         for _ in range(self._idle):
             self._queue.put_nowait(None)

@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS requests (
     finished_at REAL
 );
 CREATE INDEX IF NOT EXISTS requests_queued ON requests (id) WHERE state = 0;
+CREATE UNIQUE INDEX IF NOT EXISTS requests_seen ON requests (fp) WHERE dont_filter = 0;
 CREATE TABLE IF NOT EXISTS dropped (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS items (
     id INTEGER PRIMARY KEY,
@@ -60,7 +61,7 @@ CREATE TABLE IF NOT EXISTS items (
 """
 
 _INSERT_REQUEST = """
-INSERT INTO requests (id, fp, url, method, headers, body, meta, callback, errback,
+INSERT OR IGNORE INTO requests (id, fp, url, method, headers, body, meta, callback, errback,
                       priority, depth, dont_filter, parent)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
@@ -170,55 +171,53 @@ class Store:
                 f"use another --db, or delete the file to start fresh"
             )
 
-    async def load(self) -> tuple[list[bytes], list[str], int, int]:
-        """Fingerprints of every stored request, the URLs redirects ended at,
-        the next free key, and the count of pages fetched."""
-        cursor = await self.db.execute("SELECT fp FROM requests")
-        seen = [row[0] for row in await cursor.fetchall()]
-        cursor = await self.db.execute(
+    async def load(self) -> tuple[int, int, int, list[str]]:
+        """The next free key, the count of pages fetched, the count of requests queued,
+        and the URLs redirects ended at."""
+        (max_key, started, queued), *_ = await self.db.execute_fetchall(
+            "SELECT COALESCE(MAX(id), 0), COUNT(*) FILTER (WHERE state != 0),"
+            " COUNT(*) FILTER (WHERE state = 0) FROM requests"
+        )
+        rows = await self.db.execute_fetchall(
             "SELECT final_url FROM requests WHERE final_url IS NOT NULL AND final_url != url"
             " AND method = 'GET'"
         )
-        redirected = [row[0] for row in await cursor.fetchall()]
-        (max_key,) = await (
-            await self.db.execute("SELECT COALESCE(MAX(id), 0) FROM requests")
-        ).fetchone()  # type: ignore[misc]
-        (started,) = await (
-            await self.db.execute("SELECT COUNT(*) FROM requests WHERE state != 0")
-        ).fetchone()  # type: ignore[misc]
-        return seen, redirected, int(max_key) + 1, int(started)
+        return int(max_key) + 1, int(started), int(queued), [str(row[0]) for row in rows]
 
-    async def queued(self) -> list[StoredRequest]:
-        """Every request not yet fetched, oldest first."""
-        cursor = await self.db.execute(
+    async def queued(self, after: int, upto: int, limit: int) -> tuple[list[StoredRequest], int]:
+        """Queued requests with keys in (after, upto], oldest first, at most `limit`;
+        and the key up to which every queued request was read."""
+        rows = await self.db.execute_fetchall(
             "SELECT id, fp, url, method, headers, body, meta, callback, errback, priority, depth,"
-            " dont_filter FROM requests WHERE state = 0 ORDER BY id"
+            " dont_filter FROM requests WHERE state = 0 AND id > ? AND id <= ? ORDER BY id"
+            " LIMIT ?",
+            (after, upto, limit),
         )
-        rows = await cursor.fetchall()
-        return [
+        requests = [
             StoredRequest(
-                key=r[0],
-                fp=r[1],
-                url=r[2],
-                method=r[3],
-                headers=_loads(r[4]),
-                body=r[5],
-                meta=_loads(r[6]),
-                callback=r[7],
-                errback=r[8],
-                priority=r[9],
-                depth=r[10],
+                key=r[0], fp=r[1], url=r[2], method=r[3], headers=_loads(r[4]), body=r[5],
+                meta=_loads(r[6]), callback=r[7], errback=r[8], priority=r[9], depth=r[10],
                 dont_filter=bool(r[11]),
             )
             for r in rows
-        ]
+        ]  # fmt: skip
+        return requests, (requests[-1].key if len(requests) == limit else upto)
 
-    async def add_requests(self, requests: Sequence[Request], dropped: Counter[str]) -> None:
-        """Store requests that have no page to commit with (the start requests)."""
-        await self._transaction(list(self._request_rows(requests, None)), [], [], dropped)
+    async def known(self, fp: bytes) -> bool:
+        """Whether a request with this fingerprint is stored (the seen-set)."""
+        rows = await self.db.execute_fetchall(
+            "SELECT 1 FROM requests WHERE fp = ? AND dont_filter = 0", (fp,)
+        )
+        return bool(rows)
 
-    async def commit_pages(self, pages: Sequence[PageResult]) -> None:
-        """One transaction: every page's items, its new requests, and its done-mark."""
+    async def add_requests(self, requests: Sequence[Request], dropped: Counter[str]) -> set[int]:
+        """Store requests that have no page to commit with (the start requests);
+        the keys of those that were new."""
+        return await self._transaction(list(self._request_rows(requests, None)), [], [], dropped)
+
+    async def commit_pages(self, pages: Sequence[PageResult]) -> set[int]:
+        """One transaction: every page's items, its new requests, and its done-mark;
+        the keys of the requests that were new (the others were seen before)."""
         now = time.time()
         request_rows: list[tuple[Any, ...]] = []
         item_rows: list[tuple[int, str]] = []
@@ -233,7 +232,7 @@ class Store:
             page_rows.append(
                 (state, page.status, page.url, page.size, page.attempts, page.error, now, key)
             )
-        await self._transaction(request_rows, item_rows, page_rows, dropped)
+        return await self._transaction(request_rows, item_rows, page_rows, dropped)
 
     async def _transaction(
         self,
@@ -241,12 +240,21 @@ class Store:
         item_rows: list[tuple[int, str]],
         page_rows: list[tuple[Any, ...]],
         dropped: Counter[str],
-    ) -> None:
+    ) -> set[int]:
         db = self.db
+        new: set[int] = set()
         await db.execute("BEGIN IMMEDIATE")
         try:
             if request_rows:
                 await db.executemany(_INSERT_REQUEST, request_rows)
+                # Keys are handed out in order: those in the range that exist are new.
+                keys = await db.execute_fetchall(
+                    "SELECT id FROM requests WHERE id BETWEEN ? AND ?",
+                    (request_rows[0][0], request_rows[-1][0]),
+                )
+                new = {key for (key,) in keys}
+                if len(new) < len(request_rows):
+                    dropped = dropped + Counter(duplicate=len(request_rows) - len(new))
             if item_rows:
                 await db.executemany("INSERT INTO items (page, data) VALUES (?, ?)", item_rows)
             if page_rows:
@@ -258,6 +266,7 @@ class Store:
             # A cancelled aiosqlite call still runs: roll back whatever it left open.
             await db.rollback()
             raise
+        return new
 
     @staticmethod
     def _request_rows(

@@ -252,9 +252,10 @@ def test_a_spider_without_name_or_start_urls_is_refused(tmp_path: Path) -> None:
     one_line_error(run("crawl", str(nameless), "--db", str(tmp_path / "n.db")), "has no name")
     empty = tmp_path / "empty.py"
     empty.write_text("from crawler import Spider\nclass S(Spider):\n    name = 'empty'\n")
-    one_line_error(run("crawl", str(empty)), "no start URLs")
+    one_line_error(run("crawl", str(empty), cwd=tmp_path), "no start URLs")
     bad = tmp_path / "bad.py"
     bad.write_text(
         "from crawler import Spider\nclass S(Spider):\n    name = 'bad'\n    start_urls = ['ftp://x/']\n"
     )
-    one_line_error(run("crawl", str(bad)), "unsupported scheme")
+    one_line_error(run("crawl", str(bad), cwd=tmp_path), "unsupported scheme")
+    assert not list(tmp_path.glob("*.db"))  # refused before any database was made

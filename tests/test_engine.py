@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import HOSTS, PAGES_PER_HOST, Site
-from crawler import Request, Response, Spider
+from crawler import Request, Response, Spider, frontier
 from crawler.engine import crawl
 from crawler.errors import FetchError
 from graph_spider import GraphSpider
@@ -47,6 +49,20 @@ async def test_every_reachable_page_is_fetched_and_stored_once(site: Site, tmp_p
     for item in items:
         host, n = item["url"].removeprefix("http://").split("/g/")
         assert item["title"] == f"{host.split(':')[0]} {n}"
+
+
+async def test_a_frontier_larger_than_its_memory_window_loses_nothing(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(frontier, "WINDOW", 6)  # most of the queue lives only in SQLite
+    monkeypatch.setattr(frontier, "RECENT", 4)  # most duplicates are caught by SQLite
+    db = tmp_path / "g.db"
+    summary = await crawl(GraphSpider, db, {**FAST, "START_URL": site.url("/g/0")})
+
+    assert summary.pages_done == len(HOSTS) * PAGES_PER_HOST
+    assert set(v for k, v in site.hits.items() if "/g/" in k) == {1}
+    assert {item["url"] for item in stored_items(db)} == site.graph_urls()
+    assert summary.dropped["duplicate"] > 0
 
 
 async def test_per_host_cap_is_never_exceeded(site: Site, tmp_path: Path) -> None:
