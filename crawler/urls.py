@@ -26,18 +26,40 @@ _PLAIN_HREF = re.compile(r"[A-Za-z0-9._~%!$&'()*+,;=:@/?-]*[A-Za-z0-9._~%!$&'()*
 def urljoin(base: str, url: str) -> str:
     """`url` resolved against `base` (an absolute URL without fragment), without fragment."""
     href = url.partition("#")[0]
-    if href and _PLAIN_HREF.fullmatch(href) and "/." not in href and href[0] != ".":
+    if href and _PLAIN_HREF.fullmatch(href):
         if href[0] == "/":
-            if href[:2] != "//":
+            if href[:2] != "//" and "/." not in href:
                 slash = base.find("/", base.find("//") + 2)
                 return (base if slash < 0 else base[:slash]) + href
         elif href.startswith(("http://", "https://")):
-            return href
-        elif ":" not in href and href[0] != "?":
-            path_end = min(i for i in (base.find("?"), len(base)) if i >= 0)
-            slash = base.rfind("/", base.find("//") + 2, path_end)
-            return (base[: slash + 1] if slash >= 0 else base + "/") + href
+            if "/." not in href:
+                return href
+        elif ":" not in href:
+            joined = _join_relative(base, href)
+            if joined is not None:
+                return joined
     return _urljoin_slow(base, url)
+
+
+def _join_relative(base: str, href: str) -> str | None:
+    ups = 0
+    while href[:2] == "./" or href[:3] == "../":
+        ups += href[0:2] == ".."
+        href = href[3:] if href[:3] == "../" else href[2:]
+    if not href or href[0] in "./?" or "/." in href or "//" in href:
+        return None
+    host_end = base.find("/", base.find("//") + 2)
+    if host_end < 0:
+        return base + "/" + href
+    query = base.find("?", host_end)
+    path_end = query if query >= 0 else len(base)
+    if base.find("//", host_end, path_end) >= 0:
+        return None  # urllib drops empty segments of the base: leave it to urllib
+    folder = base[: base.rfind("/", host_end, path_end) + 1]
+    for _ in range(ups):  # "../" above the root stays at the root, as in RFC 3986
+        if len(folder) - 1 > host_end:
+            folder = folder[: folder.rfind("/", host_end, len(folder) - 1) + 1]
+    return folder + href
 
 
 @lru_cache(maxsize=16384)
@@ -60,6 +82,15 @@ def canonical_url(url: str) -> str:
 
 def fingerprint(method: str, url: str, body: bytes | None) -> bytes:
     """16 bytes that identify a request: method, canonical URL and body."""
+    return _fingerprint(method, url, body) if body else _bodiless_fingerprint(method, url)
+
+
+@lru_cache(maxsize=65536)
+def _bodiless_fingerprint(method: str, url: str) -> bytes:
+    return _fingerprint(method, url, None)
+
+
+def _fingerprint(method: str, url: str, body: bytes | None) -> bytes:
     digest = hashlib.blake2b(digest_size=16)
     digest.update(method.encode())
     digest.update(b" ")

@@ -11,6 +11,9 @@ from crawler.http import Request, Response
 from crawler.urls import canonical_url, check_url, fingerprint, in_domains, urljoin
 
 BASES = [
+    "http://example.com/a//b/c.html",
+    "http://example.com/a/b/c/d.html",
+    "http://example.com/a/b/?q=../x",
     "http://127.0.0.1:8123/p/17.html",
     "http://example.com",
     "http://example.com/",
@@ -24,6 +27,7 @@ HREFS = [
     "/a/../b", "a/b/../c", "mailto:me@example.com", "javascript:void(0)", "/a b",
     "/é", "HTTP://Example.com/A", "/a?", "/a;", "/a;p?q#f", "tel:+1", "a:b", "/p/1.html#s2",
     "..", ".", "./", "/.hidden", "x/.y", "http://h/a/../b", "/%7Euser", "/a?b=c&d=e",
+    "./../a", "../../../../a", ".././b", "../a/b?c=d", "./a?b", "../", "../..", "./.x",
 ]  # fmt: skip
 
 
@@ -118,3 +122,15 @@ def test_pages_decode_with_a_missing_or_wrong_charset(
     content_type = f"text/html; charset={declared}" if declared else "text/html"
     decoded, _ = decode_body(content_type, body)
     assert text.encode(charset, errors="ignore").decode(charset) in decoded
+
+
+def test_urljoin_agrees_on_random_hrefs() -> None:
+    import random
+
+    rng = random.Random(7)
+    pieces = ["a", "b.html", "..", ".", "", "/", "./", "../", "?q=1", "#f", "x:y", "%41", "~u"]
+    pieces += ["//", "http://h", "https://H/", ";p", "?", "&"]
+    for _ in range(20_000):
+        href = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 6)))
+        for base in BASES:
+            assert urljoin(base, href) == std_urljoin(base, href).partition("#")[0], (base, href)
