@@ -72,6 +72,7 @@ class Engine:
         self._fetch_tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._claimed: set[bytes] = set()  # redirect targets followed
+        self._robots: Robots | None = None
         self.pages = 0  # committed in this run
         self.items = 0
 
@@ -81,7 +82,7 @@ class Engine:
         start = self._start_requests()
         fetcher = Fetcher(self.settings, self.frontier.hold, self._check_redirect)
         async with self.store, fetcher:
-            robots = (
+            robots = self._robots = (
                 Robots(fetcher.fetch, self.settings.user_agent) if self.settings.robots else None
             )
             await self._prepare(start)
@@ -186,11 +187,10 @@ class Engine:
 
     async def _fetch(self, fetcher: Fetcher, robots: Robots | None, request: Request) -> _Fetched:
         if robots is not None:
-            if not await robots.allowed(request.url):
+            allowed = await robots.allowed(request.url)
+            self.frontier.learned(request.url, await robots.crawl_delay(request.url))
+            if not allowed:
                 return _Fetched(request, "forbidden by robots.txt")
-            delay = await robots.crawl_delay(request.url)
-            if delay > self.settings.delay:
-                self.frontier.slow_down(request.url, delay)
         try:
             response, attempts = await fetcher.fetch(request)
         except RedirectRefused as exc:
@@ -205,6 +205,12 @@ class Engine:
             return "redirect to an invalid URL"
         if not self.frontier.allows(url):
             return "redirect off-domain"
+        if (
+            self._robots is not None
+            and not request.url.endswith("/robots.txt")  # its own rules are being read
+            and not await self._robots.allowed(url)
+        ):
+            return "redirect forbidden by robots.txt"
         fp = fingerprint("GET", url, None)
         if request.method != "GET" or request.dont_filter or fp == request.fp:
             return None

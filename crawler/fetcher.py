@@ -12,10 +12,11 @@ import asyncio
 import logging
 import random
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp_retry import RetryClient, RetryOptionsBase
@@ -34,6 +35,17 @@ BACKOFF_MAX = 30.0
 RETRY_AFTER_MAX = 600.0  # a longer Retry-After is not waited for: the page fails
 MAX_REDIRECTS = 10
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+class _Inflate(Protocol):
+    """zlib's decompress object, or _Deflate."""
+
+    @property
+    def unconsumed_tail(self) -> bytes: ...
+    @property
+    def eof(self) -> bool: ...
+    def decompress(self, data: bytes, max_length: int, /) -> bytes: ...
+
 
 RedirectCheck = Callable[[Request, str], Awaitable[str | None]]  # why not follow, or None
 
@@ -135,20 +147,62 @@ class _Attempt:
     async def _read(self, response: aiohttp.ClientResponse, request: Request) -> bytes:
         limit = self._max_body
         declared = response.content_length
-        if declared is not None and declared > limit:
-            raise BodyTooLarge(request, "BodyTooLarge")
-        if declared is not None and "Content-Encoding" not in response.headers:
-            return await response.read()  # aiohttp stops at the declared length
-        # Unknown or compressed length: stream, so a huge (or zip-bomb) body never
-        # sits in memory past the cap.
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding == "identity":
+            if declared is not None and declared > limit:
+                raise BodyTooLarge(request, "BodyTooLarge")
+            if declared is not None:
+                return await response.read()  # aiohttp stops at the declared length
+        # Unknown length or compressed: stream, inflating here (not in aiohttp) so a
+        # huge or zip-bomb body never sits in memory past the cap, and a cut-off
+        # stream is an error, not a short page.
+        decoder = _decoder(encoding, request)
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_chunked(1 << 16):
+            if decoder is not None:
+                chunk = decoder.decompress(chunk, limit + 1 - size)
+                if decoder.unconsumed_tail:
+                    raise BodyTooLarge(request, "BodyTooLarge")
             size += len(chunk)
             if size > limit:
                 raise BodyTooLarge(request, "BodyTooLarge")
             chunks.append(chunk)
+        if decoder is not None and not decoder.eof:
+            raise aiohttp.ClientPayloadError(f"{encoding} body cut off")
         return b"".join(chunks)
+
+
+def _decoder(encoding: str, request: Request) -> _Inflate | None:
+    if encoding == "identity":
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return _Deflate()
+    raise FetchError(request, f"unsupported Content-Encoding {encoding!r}")
+
+
+class _Deflate:
+    """'deflate' is zlib-wrapped by the standard and raw by some servers: either works."""
+
+    def __init__(self) -> None:
+        self._inner: _Inflate | None = None
+        self._first = b""
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        if self._inner is None:
+            raw = bool(data) and (data[0] & 0x0F) != 8  # no zlib header: raw deflate
+            self._inner = zlib.decompressobj(-zlib.MAX_WBITS if raw else zlib.MAX_WBITS)
+        return self._inner.decompress(data, max_length)
+
+    @property
+    def unconsumed_tail(self) -> bytes:
+        return self._inner.unconsumed_tail if self._inner is not None else b""
+
+    @property
+    def eof(self) -> bool:
+        return self._inner.eof if self._inner is not None else False
 
 
 class _State:
@@ -182,7 +236,8 @@ class Fetcher:
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=s.timeout, sock_connect=s.timeout),
-            headers={"User-Agent": s.user_agent},
+            headers={"User-Agent": s.user_agent, "Accept-Encoding": "gzip, deflate"},
+            auto_decompress=False,  # _Attempt._read inflates, under the MAX_BODY cap
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         self._client = RetryClient(

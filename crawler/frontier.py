@@ -44,6 +44,9 @@ class _Host:
     held_until: float = 0.0
     delay: float = 0.0
     timer: asyncio.TimerHandle | None = None
+    known: bool = True  # False until robots.txt is read: one request at a time till then
+    last_start: float = 0.0
+    previous_hold: float = 0.0
 
 
 @dataclass(slots=True)
@@ -58,6 +61,7 @@ class Frontier:
     """Admits, orders and hands out requests; knows when the crawl is over."""
 
     def __init__(self, settings: Settings, allowed_domains: Iterable[str] = ()) -> None:
+        self._probe_hosts = settings.robots  # learn a host's robots.txt before crowding it
         self._per_host = settings.per_host
         self._delay = settings.delay
         self._max_depth = settings.max_depth
@@ -179,7 +183,7 @@ class Frontier:
             host = host_of(request.url)
             state = self._hosts.get(host)
             if state is None:
-                state = self._hosts[host] = _Host(delay=self._delay)
+                state = self._hosts[host] = _Host(delay=self._delay, known=not self._probe_hosts)
             heapq.heappush(state.heap, (-request.priority, next(self._seq), request))
             self._pending += 1
             self._mark_ready(host, state)
@@ -196,11 +200,31 @@ class Frontier:
         finally:
             self._idle -= 1
 
-    def release(self, request: Request) -> None:
-        """The fetch of `request` is over: its host slot is free."""
+    def release(self, request: Request, *, network: bool = True) -> None:
+        """The fetch of `request` is over: its host slot is free. Without `network` (a
+        cached response) the DELAY hold it started is undone."""
         host = host_of(request.url)
         state = self._hosts[host]
         state.in_flight -= 1
+        if not network and state.held_until > state.previous_hold:
+            state.held_until = state.previous_hold
+            if state.timer is not None:
+                state.timer.cancel()
+                state.timer = None
+        self._mark_ready(host, state)
+        self._dispatch()
+
+    def learned(self, url: str, crawl_delay: float) -> None:
+        """The URL's host has had its robots.txt read: lift the one-at-a-time cap, and
+        keep at least `crawl_delay` seconds between its requests if that is more than DELAY."""
+        host = host_of(url)
+        state = self._hosts.get(host)
+        if state is None or state.known:
+            return
+        state.known = True
+        if crawl_delay > state.delay:
+            state.delay = crawl_delay
+            self._hold(host, state, state.last_start + crawl_delay)
         self._mark_ready(host, state)
         self._dispatch()
 
@@ -217,12 +241,6 @@ class Frontier:
         state = self._hosts.get(host)
         if state is not None:
             self._hold(host, state, time.monotonic() + seconds)
-
-    def slow_down(self, url: str, delay: float) -> None:
-        """Keep at least `delay` seconds between requests to the URL's host (Crawl-delay)."""
-        state = self._hosts.get(host_of(url))
-        if state is not None and delay > state.delay:
-            state.delay = delay
 
     def stop(self) -> None:
         """Hand out nothing more; workers get None once they ask."""
@@ -254,7 +272,8 @@ class Frontier:
         self._dispatch()
 
     def _mark_ready(self, host: str, state: _Host) -> None:
-        if host in self._ready_set or not state.heap or state.in_flight >= self._per_host:
+        cap = self._per_host if state.known else 1
+        if host in self._ready_set or not state.heap or state.in_flight >= cap:
             return
         if state.held_until > time.monotonic():
             return
@@ -277,8 +296,10 @@ class Frontier:
             self._outstanding += 1
             self._started += 1
             state.in_flight += 1
+            state.last_start = now = time.monotonic()
+            state.previous_hold = state.held_until
             if state.delay:
-                self._hold(host, state, time.monotonic() + state.delay)
+                self._hold(host, state, now + state.delay)
             self._mark_ready(host, state)
             self._queue.put_nowait(request)
         if self._outstanding == 0 and (

@@ -64,7 +64,10 @@ def _join_relative(base: str, href: str) -> str | None:
 
 @lru_cache(maxsize=16384)
 def _urljoin_slow(base: str, url: str) -> str:
-    joined = _urljoin(base, url)
+    try:
+        joined = _urljoin(base, url)
+    except ValueError:  # "http://[::1": left as it is, for check_url to refuse
+        return url
     return joined.partition("#")[0]
 
 
