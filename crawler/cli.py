@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import resource
 import signal
 import sqlite3
 import sys
@@ -17,9 +19,14 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from crawler import __version__
+from crawler.cache import clear_cache
+from crawler.devtools import fetch_page, new_spider, parse_pages
 from crawler.engine import Engine
 from crawler.errors import UsageError
 from crawler.loader import bundled_spiders, load_spider
+from crawler.progress import LOG_FORMAT, Progress
+from crawler.settings import Settings
+from crawler.spider import Spider
 from crawler.storage.export import write_csv, write_jsonl
 from crawler.storage.sqlite import Summary, iter_items, open_readonly, read_summary
 
@@ -33,9 +40,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: crawl, list, export, status, bench."""
+    """The command line: crawl, list, export, status, bench, and the spider author's tools."""
     common = _Parser(add_help=False)
     common.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    common.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     parser = _Parser(prog="crawler", description="An asyncio crawl framework.", parents=[common])
     parser.add_argument("--version", action="version", version=f"crawler {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -46,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     crawl = command("crawl", "run (or resume) a spider")
     crawl.add_argument("target", help="a spider's name, a module, or a path to a .py file")
     crawl.add_argument("--db", type=Path, help="the crawl database (default: <name>.db)")
+    crawl.add_argument("--cache", metavar="PATH", help="an HTTP cache file (the CACHE setting)")
     _settings_option(crawl)
 
     command("list", "the spiders it can find")
@@ -61,6 +70,28 @@ def build_parser() -> argparse.ArgumentParser:
     bench = command("bench", "crawl a generated site on 127.0.0.1")
     bench.add_argument("--pages", type=int, default=5000, help="pages in the site (default 5000)")
     _settings_option(bench)
+
+    fetch = command("fetch", "fetch a page as a crawl would and print its body")
+    fetch.add_argument("url")
+    fetch.add_argument("--headers", action="store_true", help="print status and headers instead")
+    fetch.add_argument("--spider", help="use this spider's settings")
+    _settings_option(fetch)
+
+    parse = command("parse", "run a spider's callback on a page; print its items and requests")
+    parse.add_argument("url")
+    parse.add_argument("--spider", required=True, help="a spider's name, module or .py file")
+    parse.add_argument("--callback", help="the spider method (default: parse)")
+    parse.add_argument("--depth", type=int, default=1, help="levels of pages (default 1)")
+    parse.add_argument("--db", type=Path, help="also store it all in this crawl database")
+    _settings_option(parse)
+
+    new = command("new", "write a spider file from a template")
+    new.add_argument("name")
+    new.add_argument("url", nargs="?")
+
+    cache = command("cache", "manage an HTTP cache file")
+    cache.add_argument("action", choices=["clear"])
+    cache.add_argument("path", type=Path)
     return parser
 
 
@@ -86,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The `crawler` console command."""
     try:
         args = build_parser().parse_args(argv)
-        _setup_logging(args.log_level)
+        _setup_logging("ERROR" if args.quiet else args.log_level)
         code: int = _COMMANDS[args.command](args)
     except UsageError as exc:
         print(f"crawler: {exc}", file=sys.stderr)
@@ -104,21 +135,32 @@ def _setup_logging(level: str) -> None:
     value = logging.getLevelName(level.upper())
     if not isinstance(value, int):
         raise UsageError(f"--log-level {level!r}: expected DEBUG, INFO, WARNING or ERROR")
-    logging.basicConfig(level=value, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=value, format=LOG_FORMAT)
     logging.getLogger("aiohttp_retry").setLevel(max(value, logging.INFO))
 
 
 def _crawl(args: argparse.Namespace) -> int:
     spider = load_spider(args.target)
     db = args.db or Path(f"{spider.name}.db")
-    engine = Engine(spider, db, parse_settings(args.settings))
-    summary, interrupted = asyncio.run(_run_interruptible(engine))
-    _print_summary(summary, db, sys.stdout)
+    overrides = parse_settings(args.settings)
+    if args.cache:
+        overrides["CACHE"] = args.cache
+    engine = Engine(spider, db, overrides)
+    progress = None
+    if not args.quiet:
+        live = sys.stderr.isatty()
+        progress = Progress(
+            engine.snapshot, sys.stderr, live=live, every=engine.settings.progress_every
+        )
+    summary, interrupted = asyncio.run(_run_interruptible(engine, progress))
+    if not args.quiet:
+        _print_summary(summary, db, sys.stdout)
     return 130 if interrupted else 0
 
 
-async def _run_interruptible(engine: Engine) -> tuple[Summary, bool]:
-    """Run the engine; Ctrl-C once stops it cleanly, twice cancels it."""
+async def _run_interruptible(engine: Engine, progress: Progress | None) -> tuple[Summary, bool]:
+    """Run the engine (and its progress display); Ctrl-C once stops it cleanly, twice
+    cancels it."""
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     presses = 0
@@ -134,10 +176,23 @@ async def _run_interruptible(engine: Engine) -> tuple[Summary, bool]:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    display = None
+    if progress is not None:
+        root.handlers = [progress.handler()]  # log lines and the display never interleave
+        logging.getLogger("crawler.progress").setLevel(logging.INFO)
+        display = asyncio.create_task(progress.run(), name="progress")
     try:
         summary = await engine.run()
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
+    finally:
+        if display is not None:
+            display.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await display
+        root.handlers = handlers
     return summary, presses > 0
 
 
@@ -194,8 +249,10 @@ def _print_summary(summary: Summary, db: Path, out: TextIO) -> None:
     ]
     if summary.elapsed:
         rate = summary.pages_this_run / summary.elapsed
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         lines.append(
-            f"this run: {summary.pages_this_run} pages in {summary.elapsed:.1f} s ({rate:.0f}/s)"
+            f"this run: {summary.pages_this_run} pages in {summary.elapsed:.1f} s"
+            f" ({rate:.0f}/s), peak memory {peak:.0f} MB"
         )
     out.write("\n".join(lines) + "\n")
 
@@ -210,11 +267,48 @@ def _bench(args: argparse.Namespace) -> int:
     return run_bench(args.pages, parse_settings(args.settings), sys.stdout)
 
 
+def _settings_for(args: argparse.Namespace) -> tuple[Spider | None, Settings]:
+    spider = load_spider(args.spider) if getattr(args, "spider", None) else None
+    custom = spider.custom_settings if spider is not None else {}
+    return spider, Settings.build(custom, parse_settings(args.settings))
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    _, settings = _settings_for(args)
+    return asyncio.run(fetch_page(args.url, settings, sys.stdout.buffer, headers=args.headers))
+
+
+def _parse(args: argparse.Namespace) -> int:
+    spider, settings = _settings_for(args)
+    assert spider is not None  # --spider is required
+    run = parse_pages(
+        args.url, spider, settings, sys.stdout, callback=args.callback, depth=args.depth, db=args.db
+    )
+    return asyncio.run(run)
+
+
+def _new(args: argparse.Namespace) -> int:
+    path = new_spider(args.name, args.url, Path.cwd())
+    print(f"wrote {path}; run it with: crawler crawl {path.name}")
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    removed = clear_cache(args.path)
+    if not args.quiet:
+        print(f"{removed} responses removed from {args.path}")
+    return 0
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "crawl": _crawl,
     "list": _list,
     "export": _export,
     "status": _status,
+    "fetch": _fetch,
+    "parse": _parse,
+    "new": _new,
+    "cache": _cache,
     "bench": _bench,
 }
 

@@ -10,16 +10,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from contextlib import closing
+from contextlib import AsyncExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crawler.cache import Cache
 from crawler.errors import FetchError, RedirectRefused, SpiderError, UsageError
 from crawler.fetcher import Fetcher
 from crawler.frontier import Frontier
 from crawler.http import PageResult, Request, Response
 from crawler.parse import Parser
+from crawler.progress import HostState, Snapshot
 from crawler.robots import Robots
 from crawler.settings import Settings
 from crawler.spider import Spider
@@ -30,7 +32,6 @@ log = logging.getLogger(__name__)
 
 BATCH_PAGES = 256  # pages at most in one commit
 STOP_GRACE = 3.0  # seconds in-flight fetches get to finish after the first Ctrl-C
-PROGRESS_EVERY = 10.0
 
 
 @dataclass(slots=True)
@@ -73,15 +74,27 @@ class Engine:
         self._stopping = False
         self._claimed: set[bytes] = set()  # redirect targets followed
         self._robots: Robots | None = None
+        self._fetcher: Fetcher | None = None
+        self._started = time.monotonic()
+        self._before = (0, 0, 0)  # pages, failed pages, items of earlier runs
+        self.failed = 0
         self.pages = 0  # committed in this run
         self.items = 0
 
     async def run(self) -> Summary:
         """Crawl until the frontier is empty, MAX_PAGES is reached, or `stop()`."""
-        started = time.monotonic()
+        started = self._started = time.monotonic()
         start = self._start_requests()
-        fetcher = Fetcher(self.settings, self.frontier.hold, self._check_redirect)
-        async with self.store, fetcher:
+        async with AsyncExitStack() as stack:
+            cache = None
+            if self.settings.cache:
+                cache = Cache(Path(self.settings.cache), self.settings.cache_expire)
+                await stack.enter_async_context(cache)
+            await stack.enter_async_context(self.store)
+            fetcher = await stack.enter_async_context(
+                Fetcher(self.settings, self.frontier.hold, self._check_redirect, cache)
+            )
+            self._fetcher = fetcher
             robots = self._robots = (
                 Robots(fetcher.fetch, self.settings.user_agent) if self.settings.robots else None
             )
@@ -91,14 +104,12 @@ class Engine:
                     tg.create_task(self._write_loop(), name="writer")
                     tg.create_task(self._parse_loop(), name="parse")
                     tg.create_task(self._refill_loop(), name="refill")
-                    progress = tg.create_task(self._progress_loop(started), name="progress")
                     self._fetch_tasks = [
                         tg.create_task(self._fetch_loop(fetcher, robots), name=f"fetch-{i}")
                         for i in range(self.settings.concurrency)
                     ]
                     await asyncio.wait(self._fetch_tasks)
                     await self._fetched.put(None)
-                    progress.cancel()
             finally:
                 if robots is not None:
                     robots.close()
@@ -143,6 +154,7 @@ class Engine:
 
     async def _prepare(self, start: list[Request]) -> None:
         next_key, started, queued, redirected = await self.store.load()
+        self._before = (started, *await self.store.counts())
         self.frontier.restore(next_key, started, queued)
         self._claimed.update(fingerprint("GET", url, None) for url in redirected)
         if started or queued:
@@ -179,10 +191,12 @@ class Engine:
 
     async def _fetch_loop(self, fetcher: Fetcher, robots: Robots | None) -> None:
         while (request := await self.frontier.get()) is not None:
+            network = True
             try:
                 fetched = await self._fetch(fetcher, robots, request)
+                network = fetched.attempts > 0  # 0: from the cache, or not fetched at all
             finally:
-                self.frontier.release(request)
+                self.frontier.release(request, network=network)
             await self._fetched.put(fetched)
 
     async def _fetch(self, fetcher: Fetcher, robots: Robots | None, request: Request) -> _Fetched:
@@ -190,7 +204,7 @@ class Engine:
             allowed = await robots.allowed(request.url)
             self.frontier.learned(request.url, await robots.crawl_delay(request.url))
             if not allowed:
-                return _Fetched(request, "forbidden by robots.txt")
+                return _Fetched(request, "forbidden by robots.txt", attempts=0)
         try:
             response, attempts = await fetcher.fetch(request)
         except RedirectRefused as exc:
@@ -255,13 +269,21 @@ class Engine:
                 self.frontier.done(page.request)
                 self.pages += 1
                 self.items += len(page.items)
+                self.failed += bool(page.error and not page.skipped)
 
-    async def _progress_loop(self, started: float) -> None:
-        while True:
-            await asyncio.sleep(PROGRESS_EVERY)
-            elapsed = time.monotonic() - started
-            log.info(
-                "%d pages (%.0f/s), %d items, %d queued, %d in flight",
-                self.pages, self.pages / elapsed, self.items,
-                self.frontier.pending, self.frontier.outstanding,
-            )  # fmt: skip
+    def snapshot(self) -> Snapshot:
+        """The crawl's counters now, for the progress display."""
+        pages, failed, items = self._before
+        fetcher = self._fetcher
+        return Snapshot(
+            elapsed=time.monotonic() - self._started,
+            pages_done=pages + self.pages,
+            pages_failed=failed + self.failed,
+            queued=self.frontier.pending,
+            in_flight=self.frontier.outstanding,
+            items=items + self.items,
+            bytes=fetcher.bytes if fetcher is not None else 0,
+            retries=fetcher.retries if fetcher is not None else 0,
+            max_pages=self.settings.max_pages,
+            hosts=tuple(HostState(*host) for host in self.frontier.busiest(8)),
+        )

@@ -21,10 +21,11 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp_retry import RetryClient, RetryOptionsBase
 
+from crawler.cache import Cache
 from crawler.errors import BodyTooLarge, FetchError, RedirectRefused
 from crawler.http import Request, Response
 from crawler.settings import Settings
-from crawler.urls import urljoin
+from crawler.urls import fingerprint, urljoin
 
 log = logging.getLogger(__name__)
 
@@ -223,8 +224,12 @@ class Fetcher:
         settings: Settings,
         on_wait: Callable[[str, float], None],
         on_redirect: RedirectCheck | None = None,
+        cache: Cache | None = None,
     ) -> None:
         self._settings = settings
+        self._cache = cache
+        self.bytes = 0  # body bytes received from the network
+        self.retries = 0
         self._on_wait = on_wait
         self._on_redirect = on_redirect or _follow_all
         self._session: aiohttp.ClientSession | None = None
@@ -257,7 +262,21 @@ class Fetcher:
             self._session = None
 
     async def fetch(self, request: Request) -> tuple[Response, int]:
-        """The response to `request` and the number of tries it took; or FetchError."""
+        """The response to `request` and the number of tries it took (0: from the cache);
+        or FetchError."""
+        fp = request.fp or fingerprint(request.method, request.url, request.body)
+        cached = await self._cache.get(request, fp) if self._cache is not None else None
+        if cached is not None:
+            response, attempts = cached, 0
+        else:
+            response, attempts = await self._fetch(request)
+            if self._cache is not None and _cacheable(response):
+                await self._cache.put(fp, response)
+        if response.status >= 400:
+            raise FetchError(request, str(response.status), attempts=attempts, response=response)
+        return response, attempts
+
+    async def _fetch(self, request: Request) -> tuple[Response, int]:
         assert self._client is not None, "Fetcher used outside `async with`"
         state = _State(request)
         try:
@@ -277,12 +296,20 @@ class Fetcher:
         except (aiohttp.ClientError, TimeoutError) as exc:
             reason = _reason(exc)
             raise FetchError(request, reason, attempts=state.attempts) from exc
+        finally:
+            self.retries += max(0, state.attempts - 1)
+        self.bytes += len(state.body)
         fetched = Response(
             url=url, status=status, headers=headers, body=state.body, request=request
         )
-        if status >= 400:
-            raise FetchError(request, str(status), attempts=state.attempts, response=fetched)
         return fetched, state.attempts
+
+
+def _cacheable(response: Response) -> bool:
+    """Successful and redirected pages; and robots.txt answers short of a server error."""
+    if response.status < 400:
+        return True
+    return response.status < 500 and response.request.url.endswith("/robots.txt")
 
 
 async def _follow_all(request: Request, url: str) -> None:

@@ -47,6 +47,7 @@ class _Host:
     known: bool = True  # False until robots.txt is read: one request at a time till then
     last_start: float = 0.0
     previous_hold: float = 0.0
+    hold_reason: str = "DELAY"
 
 
 @dataclass(slots=True)
@@ -236,11 +237,31 @@ class Frontier:
             self._refill.set()
 
     def hold(self, url: str, seconds: float) -> None:
-        """Hand out nothing for the URL's host for `seconds` (Retry-After, Crawl-delay)."""
+        """Hand out nothing for the URL's host for `seconds` (a retry's wait, Retry-After)."""
         host = host_of(url)
         state = self._hosts.get(host)
         if state is not None:
-            self._hold(host, state, time.monotonic() + seconds)
+            self._hold(host, state, time.monotonic() + seconds, "Retry-After")
+
+    def busiest(self, count: int) -> list[tuple[str, int, int, str]]:
+        """The hosts with the most requests waiting or in flight:
+        (host, waiting, in flight, state)."""
+        now = time.monotonic()
+        top = heapq.nlargest(
+            count, self._hosts.items(), key=lambda pair: len(pair[1].heap) + pair[1].in_flight
+        )
+        return [
+            (host, len(state.heap), state.in_flight, self._state_of(state, now))
+            for host, state in top
+            if state.heap or state.in_flight
+        ]
+
+    def _state_of(self, state: _Host, now: float) -> str:
+        if state.in_flight >= (self._per_host if state.known else 1) and state.heap:
+            return "capped"
+        if state.held_until > now and state.heap:
+            return f"held by {state.hold_reason}"
+        return "fetching" if state.in_flight else "waiting"
 
     def stop(self) -> None:
         """Hand out nothing more; workers get None once they ask."""
@@ -256,10 +277,11 @@ class Frontier:
         """Requests handed out whose pages are not committed yet."""
         return self._outstanding
 
-    def _hold(self, host: str, state: _Host, until: float) -> None:
+    def _hold(self, host: str, state: _Host, until: float, reason: str = "DELAY") -> None:
         if until <= state.held_until:
             return
         state.held_until = until
+        state.hold_reason = reason
         if state.timer is not None:
             state.timer.cancel()
         loop = asyncio.get_running_loop()

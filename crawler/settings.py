@@ -32,6 +32,9 @@ class Settings:
     user_agent: str = DEFAULT_USER_AGENT
     start_url: str | None = None
     frontier: str = "sqlite"
+    cache: str | None = None
+    cache_expire: float = 0.0
+    progress_every: float = 10.0
 
     @classmethod
     def build(cls, *layers: Mapping[str, Any]) -> Settings:
@@ -133,4 +136,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "user_agent": _text,
     "start_url": _start_url,
     "frontier": _frontier,
+    "cache": _text,
+    "cache_expire": _float,
+    "progress_every": _positive_float,
 }

@@ -184,6 +184,14 @@ class Store:
         )
         return int(max_key) + 1, int(started), int(queued), [str(row[0]) for row in rows]
 
+    async def counts(self) -> tuple[int, int]:
+        """Pages failed for good, and items stored, over every run of the crawl."""
+        (failed, items), *_ = await self.db.execute_fetchall(
+            f"SELECT (SELECT COUNT(*) FROM requests WHERE state = {FAILED}),"
+            " (SELECT COUNT(*) FROM items)"
+        )
+        return int(failed), int(items)
+
     async def queued(self, after: int, upto: int, limit: int) -> tuple[list[StoredRequest], int]:
         """Queued requests with keys in (after, upto], oldest first, at most `limit`;
         and the key up to which every queued request was read."""
@@ -343,7 +351,7 @@ def read_summary(db: sqlite3.Connection) -> Summary:
         spider=db.execute("SELECT value FROM crawl WHERE key = 'spider'").fetchone()[0]
     )
     for state, count, retries, size in db.execute(
-        "SELECT state, COUNT(*), COALESCE(SUM(attempts - 1), 0), COALESCE(SUM(size), 0)"
+        "SELECT state, COUNT(*), COALESCE(SUM(MAX(attempts - 1, 0)), 0), COALESCE(SUM(size), 0)"
         " FROM requests GROUP BY state"
     ):
         summary.retries += retries
