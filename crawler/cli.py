@@ -85,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     parse.add_argument("--db", type=Path, help="also store it all in this crawl database")
     _settings_option(parse)
 
+    shell = command("shell", "an interactive prompt with response, fetch() and view()")
+    shell.add_argument("url", nargs="?")
+    shell.add_argument("--spider", help="a spider's name, module or .py file")
+    _settings_option(shell)
+
+    check = command("check", "run the checks a spider declares for its callbacks")
+    check.add_argument("target", help="a spider's name, a module, or a path to a .py file")
+    check.add_argument("--files", type=Path, help="the folder of the saved pages checks name")
+    _settings_option(check)
+
     new = command("new", "write a spider file from a template")
     new.add_argument("name")
     new.add_argument("url", nargs="?")
@@ -287,6 +297,21 @@ def _parse(args: argparse.Namespace) -> int:
     return asyncio.run(run)
 
 
+def _shell(args: argparse.Namespace) -> int:
+    from crawler.shell import run_shell
+
+    spider, settings = _settings_for(args)
+    return run_shell(args.url, settings, spider)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from crawler.checks import run_checks
+
+    spider = load_spider(args.target)
+    settings = Settings.build(spider.custom_settings, parse_settings(args.settings))
+    return run_checks(spider, settings, sys.stdout, base=settings.start_url, files=args.files)
+
+
 def _new(args: argparse.Namespace) -> int:
     path = new_spider(args.name, args.url, Path.cwd())
     print(f"wrote {path}; run it with: crawler crawl {path.name}")
@@ -307,6 +332,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": _status,
     "fetch": _fetch,
     "parse": _parse,
+    "shell": _shell,
+    "check": _check,
     "new": _new,
     "cache": _cache,
     "bench": _bench,

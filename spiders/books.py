@@ -14,11 +14,13 @@ from typing import Any, ClassVar
 from selectolax.lexbor import LexborNode
 
 from crawler import Request, Response, Spider
+from crawler.checks import check
 
 Item = dict[str, Any]
 
 RATINGS = ("One", "Two", "Three", "Four", "Five")
 _STOCK = re.compile(r"\((\d+) available\)")
+BOOK_FIELDS = ("title", "price", "availability", "upc", "rating", "category", "url")
 
 
 class BooksSpider(Spider):
@@ -35,6 +37,13 @@ class BooksSpider(Spider):
         for link in response.css("li.next a"):
             yield response.follow(link, callback=self.parse)
 
+    @check(
+        "http://books.toscrape.com/catalogue/a-light-in-the-attic_1000/index.html",
+        file="1.html",  # a saved detail page: run with --files DIR, the folder that holds it
+        items=1,
+        fields=BOOK_FIELDS,
+        requests=0,
+    )
     def parse_book(self, response: Response) -> Iterator[Item]:
         """A book's detail page as one item (nothing if the page is not a product page)."""
         main = response.css_first("article.product_page div.product_main")

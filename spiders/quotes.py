@@ -16,11 +16,15 @@ from urllib.parse import urlsplit
 from selectolax.lexbor import LexborNode
 
 from crawler import Request, Response, Spider
+from crawler.checks import check
 
 Item = dict[str, Any]
 
 _LISTING_PATH = re.compile(r"/page/(\d+)/?$")
 _AUTHOR_PATH = re.compile(r"/author/([^/]+)/?$")
+
+QUOTE_FIELDS = ("text", "author", "author_url", "tags", "page")
+AUTHOR_FIELDS = ("name", "born_date", "born_location", "description")
 
 
 class QuotesSpider(Spider):
@@ -30,6 +34,7 @@ class QuotesSpider(Spider):
     start_urls: list[str] = ["http://quotes.toscrape.com/"]
     allowed_domains: list[str] = ["quotes.toscrape.com"]
 
+    @check("/", items=0, requests=1)
     def parse(self, response: Response) -> Iterator[Item | Request]:
         """The start page: a listing page is parsed as one; anything else leads to page 1."""
         if listing_page_number(response.url) is not None:
@@ -37,6 +42,7 @@ class QuotesSpider(Spider):
         else:
             yield response.follow("/page/1/", callback=self.parse_listing)
 
+    @check("/page/1/", items=10, fields=QUOTE_FIELDS, requests=11)  # 10 authors, next page
     def parse_listing(self, response: Response) -> Iterator[Item | Request]:
         """A `/page/N/` page: its quotes, its authors' pages and its neighbouring pages."""
         page = listing_page_number(response.url) or 1
@@ -48,6 +54,7 @@ class QuotesSpider(Spider):
         for link in response.css("li.next a, li.previous a"):
             yield response.follow(link, callback=self.parse_listing)
 
+    @check("/author/Albert-Einstein/", items=1, fields=AUTHOR_FIELDS, requests=0)
     def parse_author(self, response: Response) -> Iterator[Item]:
         """An `/author/<slug>/` page: the author's name, birth and biography."""
         match = _AUTHOR_PATH.search(urlsplit(response.url).path)
