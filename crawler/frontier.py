@@ -69,6 +69,7 @@ class Frontier:
         self._max_pages = settings.max_pages
         self._domains = frozenset(d.lower().strip(".") for d in allowed_domains if d)
         self._recent: dict[bytes, None] = {}  # insertion-ordered: the oldest are evicted
+        self._verdicts: dict[str, str] = {}  # URL as spelled -> "duplicate", refusal, or ""
         self._next_key = 1
         self._window = WINDOW
         self._in_db = 0  # queued requests only in the database (keys > _loaded)
@@ -101,21 +102,51 @@ class Frontier:
         """Filter new requests; those accepted get their row key and depth. A request
         accepted here may still be a duplicate that only the store's index knows."""
         result = Admission()
+        dropped = result.dropped
         depth = parent.depth + 1 if parent is not None else 0
-        recent = self._recent
+        if self._max_depth and depth > self._max_depth:
+            for _ in requests:
+                dropped["MAX_DEPTH"] += 1
+            return result
+        verdicts = self._verdicts
         for request in requests:
-            reason = self._refusal(request, depth)
-            if reason:
-                result.dropped[reason] += 1
-                continue
-            fp = fingerprint(request.method, request.url, request.body)
-            if fp in recent and not request.dont_filter:
-                result.dropped["duplicate"] += 1
-                continue
-            self.remember(fp)
-            result.accepted.append(request.replace(depth=depth, key=self._next_key, fp=fp))
-            self._next_key += 1
+            url = request.url
+            # Most links on a page were seen before, spelled the same: one dict lookup.
+            plain = request.method == "GET" and not request.body and not request.dont_filter
+            verdict = verdicts.get(url) if plain else None
+            if verdict is None:
+                verdict = self._verdict(request)
+                if plain:
+                    verdicts[url] = verdict
+                    if len(verdicts) > RECENT:
+                        del verdicts[next(iter(verdicts))]
+                if verdict == "":
+                    result.accepted.append(self._admitted(request, depth))
+                    continue
+            dropped[verdict or "duplicate"] += 1
         return result
+
+    def _verdict(self, request: Request) -> str:
+        """Why the request is refused, "duplicate", or "" if it is new (and now recent)."""
+        problem = check_url(request.url)
+        if problem:
+            return "invalid URL"
+        if not self.allows(request.url):
+            return "off-domain"
+        fp = fingerprint(request.method, request.url, request.body)
+        if fp in self._recent and not request.dont_filter:
+            return "duplicate"
+        self.remember(fp)
+        return ""
+
+    def _admitted(self, r: Request, depth: int) -> Request:
+        key = self._next_key
+        self._next_key += 1
+        fp = fingerprint(r.method, r.url, r.body)
+        return Request(
+            r.url, r.callback, r.method, r.headers, r.body, r.meta, r.priority, r.dont_filter,
+            r.errback, depth, key, fp,
+        )  # fmt: skip
 
     def remember(self, fp: bytes) -> None:
         """Keep a fingerprint among the recent ones."""
@@ -127,16 +158,6 @@ class Frontier:
     def is_recent(self, fp: bytes) -> bool:
         """Whether the fingerprint was admitted lately (False says nothing)."""
         return fp in self._recent
-
-    def _refusal(self, request: Request, depth: int) -> str | None:
-        problem = check_url(request.url)
-        if problem:
-            return "invalid URL"
-        if self._max_depth and depth > self._max_depth:
-            return "MAX_DEPTH"
-        if not self.allows(request.url):
-            return "off-domain"
-        return None
 
     def allows(self, url: str) -> bool:
         """Whether the URL is inside allowed_domains (always, when none are set)."""
