@@ -31,6 +31,7 @@ from crawler.urls import check_url, fingerprint, host_of
 log = logging.getLogger(__name__)
 
 BATCH_PAGES = 256  # pages at most in one commit
+BATCH_LINKS = 20_000  # links found by pages waiting to be committed, at most (about)
 STOP_GRACE = 3.0  # seconds in-flight fetches get to finish after the first Ctrl-C
 
 
@@ -70,6 +71,9 @@ class Engine:
         self.parser = Parser(spider)
         self._fetched: asyncio.Queue[_Fetched | None] = asyncio.Queue(self.settings.concurrency)
         self._parsed: asyncio.Queue[PageResult | None] = asyncio.Queue(BATCH_PAGES)
+        self._links = 0  # requests yielded by the pages in _parsed
+        self._room = asyncio.Event()  # set while _links is under BATCH_LINKS
+        self._room.set()
         self._fetch_tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._claimed: set[bytes] = set()  # redirect targets followed
@@ -244,6 +248,11 @@ class Engine:
                 result.attempts = fetched.attempts
             else:
                 result = await self.parser.parse(fetched.request, fetched.outcome, fetched.attempts)
+            # Pages with thousands of links each must not pile up in memory before the writer.
+            await self._room.wait()
+            self._links += len(result.requests)
+            if self._links >= BATCH_LINKS:
+                self._room.clear()
             await self._parsed.put(result)
         await self._parsed.put(None)
 
@@ -257,6 +266,9 @@ class Engine:
                 finished = True
                 batch.pop()
             pages = [page for page in batch if page is not None]
+            self._links -= sum(len(page.requests) for page in pages)
+            if self._links < BATCH_LINKS:
+                self._room.set()
             for page in pages:
                 admission = self.frontier.admit(page.requests, page.request)
                 page.requests = admission.accepted

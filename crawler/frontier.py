@@ -26,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from crawler.http import Request
 from crawler.settings import Settings
@@ -35,6 +36,43 @@ log = logging.getLogger(__name__)
 
 WINDOW = 20_000  # queued requests held in memory at most
 RECENT = 100_000  # fingerprints remembered in memory to skip SQLite for common duplicates
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Recent(Generic[K, V]):
+    """A map that keeps about the last `size` keys put or found: two generations of
+    dicts, the older dropped whole when the newer is full. O(1) per operation; evicting
+    from the front of one ordered dict is not (its iteration skips the deleted slots)."""
+
+    __slots__ = ("_half", "_new", "_old")
+
+    def __init__(self, size: int) -> None:
+        self._half = max(1, size // 2)
+        self._new: dict[K, V] = {}
+        self._old: dict[K, V] = {}
+
+    def get(self, key: K) -> V | None:
+        value = self._new.get(key)
+        if value is None:
+            value = self._old.get(key)
+            if value is not None:
+                self.put(key, value)  # still in use: keep it
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        new = self._new
+        new[key] = value
+        if len(new) >= self._half:
+            self._old, self._new = new, {}
+
+    def __contains__(self, key: K) -> bool:
+        return self.get(key) is not None
+
+    def __len__(self) -> int:
+        return len(self._new) + len(self._old)
 
 
 @dataclass(slots=True)
@@ -68,8 +106,8 @@ class Frontier:
         self._max_depth = settings.max_depth
         self._max_pages = settings.max_pages
         self._domains = frozenset(d.lower().strip(".") for d in allowed_domains if d)
-        self._recent: dict[bytes, None] = {}  # insertion-ordered: the oldest are evicted
-        self._verdicts: dict[str, str] = {}  # URL as spelled -> "duplicate", refusal, or ""
+        self._recent: Recent[bytes, bool] = Recent(RECENT)  # fingerprints admitted lately
+        self._verdicts: Recent[str, str] = Recent(RECENT)  # URL as spelled -> refusal, or ""
         self._next_key = 1
         self._window = WINDOW
         self._in_db = 0  # queued requests only in the database (keys > _loaded)
@@ -117,9 +155,7 @@ class Frontier:
             if verdict is None:
                 verdict = self._verdict(request)
                 if plain:
-                    verdicts[url] = verdict
-                    if len(verdicts) > RECENT:
-                        del verdicts[next(iter(verdicts))]
+                    verdicts.put(url, verdict)
                 if verdict == "":
                     result.accepted.append(self._admitted(request, depth))
                     continue
@@ -150,10 +186,7 @@ class Frontier:
 
     def remember(self, fp: bytes) -> None:
         """Keep a fingerprint among the recent ones."""
-        recent = self._recent
-        recent[fp] = None
-        if len(recent) > RECENT:
-            del recent[next(iter(recent))]
+        self._recent.put(fp, True)
 
     def is_recent(self, fp: bytes) -> bool:
         """Whether the fingerprint was admitted lately (False says nothing)."""

@@ -338,3 +338,20 @@ async def test_a_finished_crawl_run_again_fetches_nothing(site: Site, tmp_path: 
 
     assert site.hits.total() == before
     assert summary.items == len(HOSTS) * PAGES_PER_HOST
+
+
+def test_recent_keeps_the_latest_keys_and_stays_bounded() -> None:
+    recent: frontier.Recent[int, str] = frontier.Recent(1000)
+    for key in range(100_000):
+        recent.put(key, str(key))
+        assert len(recent) <= 1000
+        assert recent.get(key) == str(key)
+    assert all(recent.get(key) == str(key) for key in range(99_500, 100_000))
+    assert recent.get(0) is None and 0 not in recent
+    recent.put(-1, "")  # a falsy value is still a value
+    assert recent.get(-1) == "" and -1 in recent
+    # A key found in the older half is kept as if put again.
+    old = next(key for key in range(99_000, 100_000) if key in recent)
+    for key in range(100_000, 100_499):
+        recent.put(key, "new")
+    assert old in recent
