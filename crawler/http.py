@@ -26,9 +26,11 @@ _NEAR_TIE = 0.1  # charset-normalizer's "chaos" difference that counts as a tie
 _HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?([^"';\s]+)""", re.I)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
-    """A page to fetch, and the spider method that will parse it."""
+    """A page to fetch, and the spider method that will parse it. Treat it as a value:
+    `replace()` makes a changed copy. (Not a frozen dataclass: a frozen one takes four
+    times as long to build, and a crawl builds one per link.)"""
 
     url: str
     callback: Callback | None = None
@@ -44,10 +46,10 @@ class Request:
     fp: bytes = field(default=b"", repr=False, compare=False)  # its fingerprint, once admitted
 
     def __post_init__(self) -> None:
-        if isinstance(self.body, str):
-            object.__setattr__(self, "body", self.body.encode())
-        if self.method != self.method.upper():
-            object.__setattr__(self, "method", self.method.upper())
+        if self.body is not None and isinstance(self.body, str):
+            self.body = self.body.encode()
+        if self.method != "GET" and self.method != self.method.upper():
+            self.method = self.method.upper()
 
     def replace(self, **changes: Any) -> Request:
         """A copy with some fields changed."""
@@ -98,7 +100,9 @@ class Response:
     def tree(self) -> LexborHTMLParser:
         """The selectolax (Lexbor) document, parsed once."""
         if self._tree is None:
-            self._tree = LexborHTMLParser(self.text)
+            # Lexbor reads UTF-8 bytes as they are: no re-encoding of the decoded text.
+            utf8 = self.encoding == "utf-8" and not self.body.startswith(codecs.BOM_UTF8)
+            self._tree = LexborHTMLParser(self.body if utf8 else self.text)
         return self._tree
 
     def css(self, selector: str) -> list[LexborNode]:

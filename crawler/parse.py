@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 from crawler.errors import FetchError, SpiderError
 from crawler.http import Callback, PageResult, Request, Response
@@ -80,13 +80,19 @@ class Parser:
 
     def check_request(self, request: Request) -> None:
         """A request can be stored only if its callbacks are this spider's methods."""
-        for callback in (request.callback, request.errback):
-            if callback is not None and getattr(callback, "__self__", None) is not self.spider:
-                name = getattr(callback, "__qualname__", repr(callback))
-                raise SpiderError(
-                    f"callback {name} is not a method of the spider: a stored crawl "
-                    "could not find it again"
-                )
+        spider = self.spider
+        callback, errback = request.callback, request.errback
+        if callback is not None and getattr(callback, "__self__", None) is not spider:
+            self._foreign(callback)
+        if errback is not None and getattr(errback, "__self__", None) is not spider:
+            self._foreign(errback)
+
+    @staticmethod
+    def _foreign(callback: Callback) -> NoReturn:
+        name = getattr(callback, "__qualname__", repr(callback))
+        raise SpiderError(
+            f"callback {name} is not a method of the spider: a stored crawl could not find it again"
+        )
 
     def callback(self, name: str | None) -> Callback | None:
         """The spider's method called `name` (a stored request's callback)."""

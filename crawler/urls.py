@@ -7,7 +7,6 @@ fragments), plus the two things it leaves alone: scheme case and the default por
 from __future__ import annotations
 
 import hashlib
-import re
 from functools import lru_cache
 from urllib.parse import urljoin as _urljoin
 from urllib.parse import urlsplit, urlunsplit
@@ -18,15 +17,18 @@ MAX_URL_LENGTH = 8192
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-# Hrefs made of these characters, with no dot segment, resolve by string concatenation
-# exactly as urllib.parse.urljoin would resolve them; anything else goes to urljoin.
-_PLAIN_HREF = re.compile(r"[A-Za-z0-9._~%!$&'()*+,;=:@/?-]*[A-Za-z0-9._~%!$&'()*+,=:@/-]")
+def _plain(href: str) -> bool:
+    """Whether string concatenation resolves `href` exactly as urllib.parse.urljoin would
+    (with the dot-segment and scheme checks in `urljoin`): no whitespace or control
+    characters (urllib strips or removes them), no `;` (urllib drops empty path
+    parameters), and no trailing `?` (an empty query is dropped)."""
+    return href.isprintable() and " " not in href and ";" not in href and href[-1] != "?"
 
 
 def urljoin(base: str, url: str) -> str:
     """`url` resolved against `base` (an absolute URL without fragment), without fragment."""
     href = url.partition("#")[0]
-    if href and _PLAIN_HREF.fullmatch(href):
+    if href and _plain(href):
         if href[0] == "/":
             if href[:2] != "//" and "/." not in href:
                 slash = base.find("/", base.find("//") + 2)
@@ -67,7 +69,7 @@ def _urljoin_slow(base: str, url: str) -> str:
     try:
         joined = _urljoin(base, url)
     except ValueError:  # "http://[::1": left as it is, for check_url to refuse
-        return url
+        return url.partition("#")[0]
     return joined.partition("#")[0]
 
 

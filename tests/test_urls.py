@@ -129,8 +129,13 @@ def test_urljoin_agrees_on_random_hrefs() -> None:
 
     rng = random.Random(7)
     pieces = ["a", "b.html", "..", ".", "", "/", "./", "../", "?q=1", "#f", "x:y", "%41", "~u"]
-    pieces += ["//", "http://h", "https://H/", ";p", "?", "&"]
+    pieces += ["//", "http://h", "https://H/", ";p", "?", "&", ";", " ", "\t", "\n", "\x00"]
+    pieces += ["\\", '"', "<", ">", "'", "[", "]", "{", "|", "^", "`", "é", "\u00a0", "\u3000"]
     for _ in range(20_000):
         href = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 6)))
         for base in BASES:
-            assert urljoin(base, href) == std_urljoin(base, href).partition("#")[0], (base, href)
+            try:
+                expected = std_urljoin(base, href).partition("#")[0]
+            except ValueError:  # "http://[": left as it is, for check_url to refuse
+                expected = href.partition("#")[0]
+            assert urljoin(base, href) == expected, (base, href)
