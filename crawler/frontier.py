@@ -147,9 +147,10 @@ class Frontier:
                 dropped["MAX_DEPTH"] += 1
             return result
         verdicts = self._verdicts
+        duplicates = 0
         for request in requests:
             url = request.url
-            # Most links on a page were seen before, spelled the same: one dict lookup.
+            # Most links on a page were seen before, spelled the same: one lookup.
             plain = request.method == "GET" and not request.body and not request.dont_filter
             verdict = verdicts.get(url) if plain else None
             if verdict is None:
@@ -159,7 +160,12 @@ class Frontier:
                 if verdict == "":
                     result.accepted.append(self._admitted(request, depth))
                     continue
-            dropped[verdict or "duplicate"] += 1
+            if verdict:
+                dropped[verdict] += 1
+            else:
+                duplicates += 1
+        if duplicates:
+            dropped["duplicate"] += duplicates
         return result
 
     def _verdict(self, request: Request) -> str:

@@ -134,7 +134,8 @@ class Response:
         """A Request for `url` (a string or an <a> node) resolved against this page."""
         if not isinstance(url, str):
             url = url.attributes.get("href") or ""
-        return Request(self.urljoin(url.strip()), callback=callback, **kw)
+        absolute = urljoin(self._base or self.base_url, url.strip())  # one call per link
+        return Request(absolute, callback, **kw) if kw else Request(absolute, callback)
 
 
 def decode_body(content_type: str, body: bytes) -> tuple[str, str]:

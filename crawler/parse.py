@@ -70,11 +70,11 @@ class Parser:
             self._take(output, result)
 
     def _take(self, output: Any, result: PageResult) -> None:
-        if isinstance(output, dict):
-            result.items.append(output)
-        elif isinstance(output, Request):
+        if isinstance(output, Request):  # first: links outnumber items
             self.check_request(output)
             result.requests.append(output)
+        elif isinstance(output, dict):
+            result.items.append(output)
         elif output is not None:
             raise SpiderError(f"callback yielded {type(output).__name__}, not a dict or Request")
 
