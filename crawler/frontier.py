@@ -35,7 +35,7 @@ from crawler.urls import check_url, fingerprint, host_of, in_domains
 log = logging.getLogger(__name__)
 
 WINDOW = 20_000  # queued requests held in memory at most
-RECENT = 100_000  # fingerprints remembered in memory to skip SQLite for common duplicates
+RECENT = 50_000  # fingerprints remembered in memory to skip SQLite for common duplicates
 
 
 K = TypeVar("K")

@@ -64,7 +64,7 @@ def _join_relative(base: str, href: str) -> str | None:
     return folder + href
 
 
-@lru_cache(maxsize=16384)
+@lru_cache(maxsize=4096)
 def _urljoin_slow(base: str, url: str) -> str:
     try:
         joined = _urljoin(base, url)
@@ -73,7 +73,7 @@ def _urljoin_slow(base: str, url: str) -> str:
     return joined.partition("#")[0]
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=8192)
 def canonical_url(url: str) -> str:
     """One spelling per resource: lower-case scheme and host, no default port,
     no fragment, sorted query, normalised percent-encoding."""
@@ -90,7 +90,7 @@ def fingerprint(method: str, url: str, body: bytes | None) -> bytes:
     return _fingerprint(method, url, body) if body else _bodiless_fingerprint(method, url)
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=8192)
 def _bodiless_fingerprint(method: str, url: str) -> bytes:
     return _fingerprint(method, url, None)
 
@@ -111,7 +111,7 @@ def host_of(url: str) -> str:
     return urlsplit(url).netloc.lower()
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=8192)
 def check_url(url: str) -> str | None:
     """Why `url` cannot be fetched, or None if it can."""
     if len(url) > MAX_URL_LENGTH:
