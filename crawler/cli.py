@@ -91,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     _settings_option(shell)
 
     check = command("check", "run the checks a spider declares for its callbacks")
-    check.add_argument("target", help="a spider's name, a module, or a path to a .py file")
+    check.add_argument(
+        "spider", metavar="target", help="a spider's name, a module, or a path to a .py file"
+    )
     check.add_argument("--files", type=Path, help="the folder of the saved pages checks name")
     _settings_option(check)
 
@@ -307,9 +309,9 @@ def _shell(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from crawler.checks import run_checks
 
-    spider = load_spider(args.target)
-    settings = Settings.build(spider.custom_settings, parse_settings(args.settings))
-    return run_checks(spider, settings, sys.stdout, base=settings.start_url, files=args.files)
+    spider, settings = _settings_for(args)
+    assert spider is not None  # the target is required
+    return run_checks(spider, settings, sys.stdout, files=args.files)
 
 
 def _new(args: argparse.Namespace) -> int:

@@ -154,11 +154,11 @@ class Frontier:
             plain = request.method == "GET" and not request.body and not request.dont_filter
             verdict = verdicts.get(url) if plain else None
             if verdict is None:
-                verdict = self._verdict(request)
+                verdict, fp = self._verdict(request)
                 if plain:
                     verdicts.put(url, verdict)
                 if verdict == "":
-                    result.accepted.append(self._admitted(request, depth))
+                    result.accepted.append(self._admitted(request, depth, fp))
                     continue
             if verdict:
                 dropped[verdict] += 1
@@ -168,23 +168,25 @@ class Frontier:
             dropped["duplicate"] += duplicates
         return result
 
-    def _verdict(self, request: Request) -> str:
-        """Why the request is refused, "duplicate", or "" if it is new (and now recent)."""
+    def _verdict(self, request: Request) -> tuple[str, bytes]:
+        """Why the request is refused, "duplicate", or "" if it is new (and now recent);
+        with its fingerprint, once computed."""
         problem = check_url(request.url)
         if problem:
-            return "invalid URL"
+            return "invalid URL", b""
         if not self.allows(request.url):
-            return "off-domain"
+            return "off-domain", b""
         fp = fingerprint(request.method, request.url, request.body)
         if fp in self._recent and not request.dont_filter:
-            return "duplicate"
+            return "duplicate", fp
         self.remember(fp)
-        return ""
+        return "", fp
 
-    def _admitted(self, r: Request, depth: int) -> Request:
+    def _admitted(self, r: Request, depth: int, fp: bytes) -> Request:
+        """A copy of `r` with its depth, row key and fingerprint (built field by field:
+        dataclasses.replace costs several times as much, once per new link)."""
         key = self._next_key
         self._next_key += 1
-        fp = fingerprint(r.method, r.url, r.body)
         return Request(
             r.url, r.callback, r.method, r.headers, r.body, r.meta, r.priority, r.dont_filter,
             r.errback, depth, key, fp,

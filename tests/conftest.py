@@ -10,6 +10,7 @@ import asyncio
 import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -128,21 +129,28 @@ def _app(site: Site) -> web.Application:
     return app
 
 
-@pytest.fixture
-async def site() -> AsyncIterator[Site]:
-    """The site, served on every host of HOSTS."""
-    state = Site()
-    runner = web.AppRunner(_app(state), access_log=None, shutdown_timeout=0.5)
+@asynccontextmanager
+async def serve_on_hosts(app: web.Application, urls: dict[str, str]) -> AsyncIterator[None]:
+    """Serve `app` on a free port of every host of HOSTS, filling `urls` (host -> base URL)."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
     try:
         for host in HOSTS:
             tcp = web.TCPSite(runner, host, 0)
             await tcp.start()
             port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            state.urls[host] = f"http://{host}:{port}"
-        yield state
+            urls[host] = f"http://{host}:{port}"
+        yield
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[Site]:
+    """The site, served on every host of HOSTS."""
+    state = Site()
+    async with serve_on_hosts(_app(state), state.urls):
+        yield state
 
 
 @pytest.fixture

@@ -23,7 +23,8 @@ from functools import cache
 
 from aiohttp import web
 
-HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+from conftest import HOSTS, serve_on_hosts
+
 CHUNK = 1 << 16
 SERVE_LIMIT = 60.0  # seconds any one response may take at most, whatever the client does
 
@@ -289,17 +290,8 @@ def _app(site: HostileSite) -> web.Application:
 async def serve_site() -> AsyncIterator[HostileSite]:
     """The hostile site, served on every host of HOSTS."""
     site = HostileSite()
-    runner = web.AppRunner(_app(site), access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    try:
-        for host in HOSTS:
-            tcp = web.TCPSite(runner, host, 0)
-            await tcp.start()
-            port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            site.urls[host] = f"http://{host}:{port}"
+    async with serve_on_hosts(_app(site), site.urls):
         yield site
-    finally:
-        await runner.cleanup()
 
 
 # -- below HTTP: a bare asyncio server ---------------------------------------------------

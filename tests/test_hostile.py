@@ -583,14 +583,19 @@ def bad_urls(hostile: HostileSite) -> list[str]:
     return [*BAD_HREFS, hostile.url(LONG_PATH)]
 
 
-async def test_invalid_urls_yielded_by_a_callback_are_dropped_and_never_fetched(
-    hostile: HostileSite, tmp_path: Path
-) -> None:
+async def crawl_bad_links(hostile: HostileSite, db: Path) -> tuple[Yielder, Summary]:
+    """Crawl from a page that yields every bad URL and one good link."""
     spider = Yielder()
     spider.start_urls = [hostile.url("/page/start")]
     spider.bad = bad_urls(hostile)
+    return spider, await crawl(spider, db, QUICK)
+
+
+async def test_invalid_urls_yielded_by_a_callback_are_dropped_and_never_fetched(
+    hostile: HostileSite, tmp_path: Path
+) -> None:
     db = tmp_path / "y.db"
-    summary = await crawl(spider, db, QUICK)
+    _, summary = await crawl_bad_links(hostile, db)
 
     assert sorted(hit.path for hit in hostile.hits) == ["/page/good", "/page/start"]
     assert summary.pages_done == 2 and summary.pages_failed == 0 and summary.errors == {}
@@ -600,11 +605,8 @@ async def test_invalid_urls_yielded_by_a_callback_are_dropped_and_never_fetched(
 async def test_dropped_urls_are_counted_and_shown_in_status(
     hostile: HostileSite, tmp_path: Path
 ) -> None:
-    spider = Yielder()
-    spider.start_urls = [hostile.url("/page/start")]
-    spider.bad = bad_urls(hostile)
     db = tmp_path / "y.db"
-    summary = await crawl(spider, db, QUICK)
+    spider, summary = await crawl_bad_links(hostile, db)
 
     assert sum(summary.dropped.values()) == len(spider.bad), summary.dropped
     assert "duplicate" not in summary.dropped
