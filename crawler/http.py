@@ -16,7 +16,7 @@ from typing import Any
 from charset_normalizer import from_bytes
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-from crawler.urls import urljoin
+from crawler.urls import joiner, urljoin
 
 Callback = Callable[..., Any]
 Item = dict[str, Any]
@@ -69,6 +69,7 @@ class Response:
     _encoding: str | None = field(default=None, repr=False)
     _tree: LexborHTMLParser | None = field(default=None, repr=False)
     _base: str | None = field(default=None, repr=False)
+    _join: Callable[[str], str] | None = field(default=None, repr=False)
 
     @property
     def meta(self) -> Mapping[str, Any]:
@@ -128,13 +129,19 @@ class Response:
 
     def urljoin(self, url: str) -> str:
         """`url` resolved against this page (its <base href> if it has one), no fragment."""
-        return urljoin(self.base_url, url)
+        join = self._join or self._joiner()
+        return join(url)
+
+    def _joiner(self) -> Callable[[str], str]:
+        self._join = joiner(self.base_url).join
+        return self._join
 
     def follow(self, url: str | LexborNode, callback: Callback | None = None, **kw: Any) -> Request:
         """A Request for `url` (a string or an <a> node) resolved against this page."""
         if not isinstance(url, str):
             url = url.attributes.get("href") or ""
-        absolute = urljoin(self._base or self.base_url, url.strip())  # one call per link
+        join = self._join or self._joiner()  # called once per link: kept short
+        absolute = join(url.strip())
         return Request(absolute, callback, **kw) if kw else Request(absolute, callback)
 
 

@@ -60,8 +60,15 @@ class Parser:
         elif inspect.isasyncgen(produced):
             await self._take_async(produced, result)
         elif isinstance(produced, Iterable):
+            spider, requests, take = self.spider, result.requests, self._take
             for output in produced:
-                self._take(output, result)
+                # A link to one of the spider's own methods, the common output, inline:
+                if type(output) is Request and output.errback is None:
+                    method = output.callback
+                    if method is None or getattr(method, "__self__", None) is spider:
+                        requests.append(output)
+                        continue
+                take(output, result)
         else:
             raise SpiderError(f"callback returned {type(produced).__name__}")
 

@@ -17,51 +17,71 @@ MAX_URL_LENGTH = 8192
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def _plain(href: str) -> bool:
-    """Whether string concatenation resolves `href` exactly as urllib.parse.urljoin would
-    (with the dot-segment and scheme checks in `urljoin`): no whitespace or control
-    characters (urllib strips or removes them), no `;` (urllib drops empty path
-    parameters), and no trailing `?` (an empty query is dropped)."""
-    return href.isprintable() and " " not in href and ";" not in href and href[-1] != "?"
-
-
 def urljoin(base: str, url: str) -> str:
     """`url` resolved against `base` (an absolute URL without fragment), without fragment."""
-    href = url.partition("#")[0]
-    if href and _plain(href):
-        if href[0] == "/":
-            if href[:2] != "//" and "/." not in href:
-                slash = base.find("/", base.find("//") + 2)
-                return (base if slash < 0 else base[:slash]) + href
-        elif href.startswith(("http://", "https://")):
-            if "/." not in href:
-                return href
-        elif ":" not in href:
-            joined = _join_relative(base, href)
-            if joined is not None:
-                return joined
-    return _urljoin_slow(base, url)
+    return joiner(base).join(url)
 
 
-def _join_relative(base: str, href: str) -> str | None:
-    ups = 0
-    while href[:2] == "./" or href[:3] == "../":
-        ups += href[0:2] == ".."
-        href = href[3:] if href[:3] == "../" else href[2:]
-    if not href or href[0] in "./?" or "/." in href or "//" in href:
-        return None
-    host_end = base.find("/", base.find("//") + 2)
-    if host_end < 0:
-        return base + "/" + href
-    query = base.find("?", host_end)
-    path_end = query if query >= 0 else len(base)
-    if base.find("//", host_end, path_end) >= 0:
-        return None  # urllib drops empty segments of the base: leave it to urllib
-    folder = base[: base.rfind("/", host_end, path_end) + 1]
-    for _ in range(ups):  # "../" above the root stays at the root, as in RFC 3986
-        if len(folder) - 1 > host_end:
-            folder = folder[: folder.rfind("/", host_end, len(folder) - 1) + 1]
-    return folder + href
+@lru_cache(maxsize=1024)
+def joiner(base: str) -> Joiner:
+    """The Joiner of `base` (a page's links share one)."""
+    return Joiner(base)
+
+
+class Joiner:
+    """Resolves links against one base URL exactly as urllib.parse.urljoin does, without
+    the fragment. The base's origin and folders are found once; the common forms of link
+    (a full http(s) URL, `/absolute`, `relative`, `./` and `../`) are then joined by
+    concatenation, and anything else goes to urllib."""
+
+    __slots__ = ("_folders", "_origin", "base")
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        host_end = base.find("/", base.find("//") + 2)
+        self._origin = base if host_end < 0 else base[:host_end]
+        # The base's folder, then each parent up to the root; none if urllib would first
+        # drop the empty segments of a path with "//" (left to urllib).
+        folders: list[str] = []
+        if host_end < 0:
+            folders.append(base + "/")
+        else:
+            query = base.find("?", host_end)
+            path_end = query if query >= 0 else len(base)
+            if base.find("//", host_end, path_end) < 0:
+                end = base.rfind("/", host_end, path_end) + 1
+                while end > host_end:
+                    folders.append(base[:end])
+                    end = base.rfind("/", host_end, end - 1) + 1
+        self._folders = folders
+
+    def join(self, url: str) -> str:
+        """`url` (as written in the page) resolved, without fragment."""
+        href = url.partition("#")[0]
+        # Concatenation resolves `href` as urllib would only without whitespace or control
+        # characters (urllib strips or removes them), `;` (it drops empty path parameters),
+        # a trailing `?` (an empty query is dropped) or dot segments past the leading ones.
+        if href and href.isprintable() and " " not in href and ";" not in href:
+            if href[-1] == "?":
+                pass
+            elif href[0] == "/":
+                if href[:2] != "//" and "/." not in href:
+                    return self._origin + href
+            elif href.startswith(("http://", "https://")):
+                if "/." not in href:
+                    return href
+            elif ":" not in href and self._folders:
+                ups = 0
+                while href[:2] == "./" or href[:3] == "../":
+                    if href[1] == ".":
+                        ups += 1
+                        href = href[3:]
+                    else:
+                        href = href[2:]
+                if href and href[0] not in "./?" and "/." not in href and "//" not in href:
+                    folders = self._folders  # "../" above the root stays there (RFC 3986)
+                    return folders[ups if ups < len(folders) else -1] + href
+        return _urljoin_slow(self.base, url)
 
 
 @lru_cache(maxsize=4096)

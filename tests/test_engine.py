@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
@@ -229,6 +230,50 @@ async def test_callbacks_of_every_kind_and_a_broken_one(site: Site, tmp_path: Pa
     )  # fmt: skip
     assert summary.errors == {"ValueError in broken": 1, "404": 1}
     assert summary.pages_done == 5 and summary.pages_failed == 2
+
+
+def a_function(response: Response) -> None:
+    """Not a method of any spider: a stored request could not name it."""
+
+
+class Foreign(Spider):
+    """Yields links to its own methods, and to callbacks a stored crawl could not find."""
+
+    name = "foreign"
+
+    def parse(self, response: Response) -> Iterator[Any]:
+        yield response.follow("/g/1", callback=self.page)
+        yield response.follow("/g/2", errback=self.failed)  # callback: the spider's parse
+        if response.url.endswith("/g/1"):
+            yield response.follow("/g/3", callback=a_function)
+        elif response.url.endswith("/g/2"):
+            yield response.follow("/g/4", callback=Foreign().page)  # another spider's
+        yield {"url": response.url, "collector": gc.get_threshold()[0]}
+
+    def page(self, response: Response) -> Iterator[Any]:
+        yield from self.parse(response)
+
+    def failed(self, failure: FetchError) -> None:
+        """Never called: every page answers."""
+
+
+async def test_callbacks_of_another_object_are_an_error_of_the_page(
+    site: Site, tmp_path: Path
+) -> None:
+    spider = Foreign()
+    base = site.urls[HOSTS[0]]
+    spider.start_urls = [base + "/g/0"]
+    db = tmp_path / "f.db"
+    before = gc.get_threshold()
+    summary = await crawl(spider, db, FAST)
+
+    assert sorted(page_rows(db)) == [base + p for p in ["/g/0", "/g/1", "/g/2"]]
+    assert summary.errors == {"SpiderError in page": 1, "SpiderError in parse": 1}
+    items = stored_items(db)  # only the page without a bad request yielded its item
+    assert [item["url"] for item in items] == [base + "/g/0"]
+    # The cycle collector runs less often during the crawl, and as before after it.
+    assert items[0]["collector"] >= 50_000 > before[0]
+    assert gc.get_threshold() == before
 
 
 async def test_max_pages_ends_the_crawl(site: Site, tmp_path: Path) -> None:
