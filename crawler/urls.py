@@ -7,6 +7,7 @@ fragments), plus the two things it leaves alone: scheme case and the default por
 from __future__ import annotations
 
 import hashlib
+import re
 from functools import lru_cache
 from urllib.parse import urljoin as _urljoin
 from urllib.parse import urlsplit, urlunsplit
@@ -15,6 +16,22 @@ from w3lib.url import canonicalize_url
 
 MAX_URL_LENGTH = 8192
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_SEGMENT = r"[A-Za-z0-9_.~-]+"
+# A URL already in canonical form, and fetchable: lower-case http(s) scheme and host
+# name, a port other than the default, a path of unreserved characters, no dot segment,
+# empty segment, query or fragment. Most links found on a site are of this shape.
+_CANONICAL = re.compile(
+    rf"(https?)://(?:{_LABEL}\.)*{_LABEL}(?::([1-9][0-9]{{0,4}}))?/(?:{_SEGMENT}/)*(?:{_SEGMENT})?"
+)
+
+
+def _already_canonical(url: str) -> bool:
+    match = _CANONICAL.fullmatch(url)
+    if match is None or "/." in url:
+        return False
+    port = match[2]
+    return port is None or (int(port) <= 65535 and int(port) != _DEFAULT_PORTS[match[1]])
 
 
 def urljoin(base: str, url: str) -> str:
@@ -97,6 +114,12 @@ def _urljoin_slow(base: str, url: str) -> str:
 def canonical_url(url: str) -> str:
     """One spelling per resource: lower-case scheme and host, no default port,
     no fragment, sorted query, normalised percent-encoding."""
+    if _already_canonical(url):
+        return url
+    return _canonical_url(url)
+
+
+def _canonical_url(url: str) -> str:
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
     netloc = parts.netloc.lower()
@@ -126,6 +149,7 @@ def _fingerprint(method: str, url: str, body: bytes | None) -> bytes:
     return digest.digest()
 
 
+@lru_cache(maxsize=8192)  # asked of each request as it is queued, handed out and done
 def host_of(url: str) -> str:
     """The host (and port, if any) a request goes to: the unit of politeness."""
     return urlsplit(url).netloc.lower()
@@ -136,6 +160,12 @@ def check_url(url: str) -> str | None:
     """Why `url` cannot be fetched, or None if it can."""
     if len(url) > MAX_URL_LENGTH:
         return "URL too long"
+    if _already_canonical(url):
+        return None
+    return _check_url(url)
+
+
+def _check_url(url: str) -> str | None:
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  (raises ValueError on a bad port)

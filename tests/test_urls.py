@@ -139,3 +139,33 @@ def test_urljoin_agrees_on_random_hrefs() -> None:
             except ValueError:  # "http://[": left as it is, for check_url to refuse
                 expected = href.partition("#")[0]
             assert urljoin(base, href) == expected, (base, href)
+
+
+def test_the_canonical_shortcut_agrees_with_the_full_canonical_form() -> None:
+    """URLs the shortcut takes as canonical and fetchable are exactly that by w3lib's
+    rules and check_url's; and it takes the common shape of link."""
+    import random
+
+    from crawler.urls import _already_canonical, _canonical_url, _check_url
+
+    rng = random.Random(11)
+    schemes = ["http", "https", "HTTP", "ftp", "http:", "https:/"]
+    hosts = ["a", "a.b", "127.0.0.1", "ex-ample.com", "-a.com", "a-.com", "A.com", "a..b",
+             "x" * 63 + ".com", "x" * 64 + ".com", "xn--bcher-kva.de", "a_b.com", ".a", "a.",
+             "[::1]", "user@a.com", "é.com", ""]  # fmt: skip
+    ports = ["", ":80", ":443", ":8080", ":0", ":080", ":65535", ":65536", ":99999", ":", ":x"]
+    safe = ["/", "a", "b.html", "~", "_", "-", "A", "9", "a..b", "/a", "/b.html"]
+    unsafe = [".", "..", "%41", "%7e", "é", ";", "?", "#", "//", "/.", "./", "=", "&", " ", "+",
+              "@", ":", "\t"]  # fmt: skip
+    taken = 0
+    for _ in range(60_000):
+        pieces = safe if rng.random() < 0.7 else safe + unsafe
+        path = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
+        path = "/" + path if rng.random() < 0.8 else path
+        url = f"{rng.choice(schemes)}://{rng.choice(hosts)}{rng.choice(ports)}{path}"
+        if _already_canonical(url):
+            taken += 1
+            assert _canonical_url(url) == url, url
+            assert _check_url(url) is None, url
+    assert taken > 1_000
+    assert _already_canonical("http://127.0.0.1:8181/p/17.html")
