@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 BATCH_PAGES = 256  # pages at most in one commit
 BATCH_LINKS = 20_000  # links found by pages waiting to be committed, at most (about)
+FETCHED_PAGES = 4  # x CONCURRENCY: fetched pages waiting for the parse stage, at most
+FETCHED_BYTES = 32 << 20  # and their bodies, in bytes, at most (about)
 STOP_GRACE = 3.0  # seconds in-flight fetches get to finish after the first Ctrl-C
 GC_YOUNG = 50_000  # net container allocations between two young collections, during a crawl
 
@@ -42,6 +44,36 @@ class _Fetched:
     request: Request
     outcome: Response | FetchError | str  # str: not fetched on purpose, and why
     attempts: int = 1
+
+    @property
+    def size(self) -> int:
+        """The bytes of the body it holds."""
+        outcome = self.outcome
+        response = outcome.response if isinstance(outcome, FetchError) else outcome
+        return len(response.body) if isinstance(response, Response) else 0
+
+
+class _Budget:
+    """What one stage holds for the next (links, bytes): `take` waits while the total is
+    at or over `limit`, so one taker at most takes it past; `give` hands some back."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._room = asyncio.Event()
+        self._room.set()
+
+    async def take(self, amount: int) -> None:
+        while self.used >= self.limit:  # the event is clear exactly while this holds
+            await self._room.wait()
+        self.used += amount
+        if self.used >= self.limit:
+            self._room.clear()
+
+    def give(self, amount: int) -> None:
+        self.used -= amount
+        if self.used < self.limit:
+            self._room.set()
 
 
 async def crawl(
@@ -89,11 +121,14 @@ class Engine:
         self.store = Store(db, spider.name)
         self.frontier = Frontier(self.settings, domains)
         self.parser = Parser(spider)
-        self._fetched: asyncio.Queue[_Fetched | None] = asyncio.Queue(self.settings.concurrency)
+        # A deeper buffer than one page per worker keeps the parse stage from running dry:
+        # at CONCURRENCY pages the bench crawl took 11% more CPU (RESULTS.md).
+        self._fetched: asyncio.Queue[_Fetched | None] = asyncio.Queue(
+            FETCHED_PAGES * self.settings.concurrency
+        )
+        self._bodies = _Budget(FETCHED_BYTES)  # bytes of the bodies in _fetched
         self._parsed: asyncio.Queue[PageResult | None] = asyncio.Queue(BATCH_PAGES)
-        self._links = 0  # requests yielded by the pages in _parsed
-        self._room = asyncio.Event()  # set while _links is under BATCH_LINKS
-        self._room.set()
+        self._links = _Budget(BATCH_LINKS)  # requests yielded by the pages in _parsed
         self._fetch_tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._claimed: set[bytes] = set()  # redirect targets followed
@@ -222,6 +257,7 @@ class Engine:
                 network = fetched.attempts > 0  # 0: from the cache, or not fetched at all
             finally:
                 self.frontier.release(request, network=network)
+            await self._bodies.take(fetched.size)
             await self._fetched.put(fetched)
 
     async def _fetch(self, fetcher: Fetcher, robots: Robots | None, request: Request) -> _Fetched:
@@ -264,16 +300,14 @@ class Engine:
 
     async def _parse_loop(self) -> None:
         while (fetched := await self._fetched.get()) is not None:
+            self._bodies.give(fetched.size)
             if isinstance(fetched.outcome, str):
                 result = PageResult(fetched.request, skipped=True, error=fetched.outcome)
                 result.attempts = fetched.attempts
             else:
                 result = await self.parser.parse(fetched.request, fetched.outcome, fetched.attempts)
             # Pages with thousands of links each must not pile up in memory before the writer.
-            await self._room.wait()
-            self._links += len(result.requests)
-            if self._links >= BATCH_LINKS:
-                self._room.clear()
+            await self._links.take(len(result.requests))
             await self._parsed.put(result)
         await self._parsed.put(None)
 
@@ -287,9 +321,7 @@ class Engine:
                 finished = True
                 batch.pop()
             pages = [page for page in batch if page is not None]
-            self._links -= sum(len(page.requests) for page in pages)
-            if self._links < BATCH_LINKS:
-                self._room.set()
+            self._links.give(sum(len(page.requests) for page in pages))
             for page in pages:
                 admission = self.frontier.admit(page.requests, page.request)
                 page.requests = admission.accepted

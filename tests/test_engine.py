@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import sqlite3
@@ -13,7 +14,7 @@ import pytest
 
 from conftest import HOSTS, PAGES_PER_HOST, Site
 from crawler import Request, Response, Spider, frontier
-from crawler.engine import crawl
+from crawler.engine import _Budget, crawl
 from crawler.errors import FetchError
 from graph_spider import GraphSpider
 
@@ -400,3 +401,24 @@ def test_recent_keeps_the_latest_keys_and_stays_bounded() -> None:
     for key in range(100_000, 100_499):
         recent.put(key, "new")
     assert old in recent
+
+
+async def test_a_budget_lets_one_taker_at_a_time_past_its_limit() -> None:
+    budget = _Budget(10)
+    taken: list[int] = []
+
+    async def taker(n: int) -> None:
+        await budget.take(4)
+        taken.append(n)
+
+    tasks = [asyncio.create_task(taker(n)) for n in range(6)]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert len(taken) == 3 and budget.used == 12  # the third took it past 10
+    budget.give(4)  # 8: room for one more, not for every waiter
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert len(taken) == 4 and budget.used == 12
+    budget.give(12)
+    await asyncio.gather(*tasks)
+    assert sorted(taken) == list(range(6)) and budget.used == 8
