@@ -62,7 +62,8 @@ class Parser:
         elif isinstance(produced, Iterable):
             spider, requests, take = self.spider, result.requests, self._take
             for output in produced:
-                # A link to one of the spider's own methods, the common output, inline:
+                # A link to one of the spider's own methods, the common output, passes
+                # check_request's rule here inline; anything else goes through _take.
                 if type(output) is Request and output.errback is None:
                     method = output.callback
                     if method is None or getattr(method, "__self__", None) is spider:

@@ -78,10 +78,8 @@ class Joiner:
         # Concatenation resolves `href` as urllib would only without whitespace or control
         # characters (urllib strips or removes them), `;` (it drops empty path parameters),
         # a trailing `?` (an empty query is dropped) or dot segments past the leading ones.
-        if href and href.isprintable() and " " not in href and ";" not in href:
-            if href[-1] == "?":
-                pass
-            elif href[0] == "/":
+        if href and href[-1] != "?" and href.isprintable() and " " not in href and ";" not in href:
+            if href[0] == "/":
                 if href[:2] != "//" and "/." not in href:
                     return self._origin + href
             elif href.startswith(("http://", "https://")):
