@@ -59,7 +59,7 @@ class Run:
 
 def crawl_argv(url: str, db: Path, extra: list[str]) -> list[str]:
     """`crawler crawl` of the bench spider into `db`."""
-    argv = [str(VENV_BIN / "crawler"), "crawl", "crawler.bench:BenchSpider", "--db", str(db)]
+    argv = [str(VENV_BIN / "crawler"), "crawl", "crawler.tools.bench:BenchSpider", "--db", str(db)]
     argv += ["-s", f"START_URL={url}"]
     for setting in CRAWL_SETTINGS:
         argv += ["-s", setting]

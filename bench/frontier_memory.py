@@ -105,7 +105,7 @@ def run_tool(tool: str, server: serve.Nginx, work: Path, args: argparse.Namespac
 def command(tool: str, url: str, folder: Path, max_pages: int) -> list[str]:
     """The crawl command of the crawler or Scrapy, stopping after `max_pages` pages."""
     if tool == "crawler":
-        argv = [str(VENV_BIN / "crawler"), "crawl", "crawler.bench:BenchSpider"]
+        argv = [str(VENV_BIN / "crawler"), "crawl", "crawler.tools.bench:BenchSpider"]
         argv += ["--db", str(folder / "crawl.db"), "-s", f"START_URL={url}"]
         settings = ["CONCURRENCY=64", "PER_HOST=64", "ROBOTS=false", f"MAX_PAGES={max_pages}"]
         return argv + [arg for s in settings for arg in ("-s", s)]

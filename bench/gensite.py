@@ -1,6 +1,6 @@
 """Writes the benchmark sites to a folder, for nginx to serve as static files.
 
-Every page is byte-identical to what `crawler.benchsite` renders, so a crawl of the
+Every page is byte-identical to what `crawler.tools.benchsite` renders, so a crawl of the
 nginx copy can be checked with `expected_titles()`. Three layouts, one per target of
 issue 6:
 
@@ -21,7 +21,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from crawler.benchsite import index_html, page_html, page_path
+from crawler.tools.benchsite import index_html, page_html, page_path
 
 FANOUT_PAGES = 1_000
 FANOUT_LINKS = 1_000

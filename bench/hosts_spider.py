@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from crawler.bench import BenchSpider
+from crawler.tools.bench import BenchSpider
 
 
 class HostsSpider(BenchSpider):

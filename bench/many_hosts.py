@@ -33,7 +33,7 @@ import gensite
 import serve
 from run import VENV_BIN, measure, write_results
 
-from crawler.benchsite import expected_titles, index_title
+from crawler.tools.benchsite import expected_titles, index_title
 
 BENCH = Path(__file__).resolve().parent
 HOSTS = [f"127.0.0.{i}" for i in range(2, 12)]

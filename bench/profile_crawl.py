@@ -28,7 +28,7 @@ from run import VENV_BIN, measure, write_results
 
 def crawl_argv(url: str, folder: Path, python: list[str]) -> list[str]:
     """`crawler crawl` of the bench spider with run.py's settings, under `python`."""
-    argv = [*python, "-m", "crawler", "crawl", "crawler.bench:BenchSpider"]
+    argv = [*python, "-m", "crawler", "crawl", "crawler.tools.bench:BenchSpider"]
     argv += ["--db", str(folder / "crawl.db"), "-s", f"START_URL={url}"]
     for setting in ["CONCURRENCY=64", "PER_HOST=64", "ROBOTS=false"]:
         argv += ["-s", setting]

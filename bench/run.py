@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import gensite
 import serve
 
-from crawler.benchsite import expected_titles, index_title
+from crawler.tools.benchsite import expected_titles, index_title
 
 BENCH = Path(__file__).resolve().parent
 PROJECT = BENCH.parent
@@ -75,7 +75,7 @@ class Run:
 
 def tools(args: argparse.Namespace) -> list[Tool]:
     """The contenders asked for on the command line, in their first-repeat order."""
-    crawl = [str(VENV_BIN / "crawler"), "crawl", "crawler.bench:BenchSpider"]
+    crawl = [str(VENV_BIN / "crawler"), "crawl", "crawler.tools.bench:BenchSpider"]
     settings = ["CONCURRENCY=64", "PER_HOST=64", "ROBOTS=false"]
     every = {
         "bare": Tool(

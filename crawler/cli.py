@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from crawler import __version__
-from crawler.cache import clear_cache
-from crawler.devtools import fetch_page, new_spider, parse_pages
 from crawler.engine import Engine
 from crawler.errors import UsageError
 from crawler.loader import bundled_spiders, load_spider
@@ -29,6 +27,8 @@ from crawler.settings import Settings
 from crawler.spider import Spider
 from crawler.storage.export import write_csv, write_jsonl
 from crawler.storage.sqlite import Summary, iter_items, open_readonly, read_summary
+from crawler.tools.cache import clear_cache
+from crawler.tools.devtools import fetch_page, new_spider, parse_pages
 
 log = logging.getLogger("crawler")
 
@@ -274,7 +274,7 @@ def _counts(counts: dict[Any, int]) -> str:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from crawler.bench import run_bench
+    from crawler.tools.bench import run_bench
 
     return run_bench(args.pages, parse_settings(args.settings), sys.stdout)
 
@@ -300,14 +300,14 @@ def _parse(args: argparse.Namespace) -> int:
 
 
 def _shell(args: argparse.Namespace) -> int:
-    from crawler.shell import run_shell
+    from crawler.tools.shell import run_shell
 
     spider, settings = _settings_for(args)
     return run_shell(args.url, settings, spider)
 
 
 def _check(args: argparse.Namespace) -> int:
-    from crawler.checks import run_checks
+    from crawler.tools.checks import run_checks
 
     spider, settings = _settings_for(args)
     assert spider is not None  # the target is required

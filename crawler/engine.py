@@ -16,17 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crawler.cache import Cache
 from crawler.errors import FetchError, RedirectRefused, SpiderError, UsageError
 from crawler.fetcher import Fetcher
 from crawler.frontier import Frontier
 from crawler.http import PageResult, Request, Response
 from crawler.parse import Parser
-from crawler.progress import HostState, Snapshot
 from crawler.robots import Robots
 from crawler.settings import Settings
 from crawler.spider import Spider
+from crawler.stats import HostState, Snapshot
 from crawler.storage.sqlite import Store, StoredRequest, Summary, open_readonly, read_summary
+from crawler.tools.cache import Cache
 from crawler.urls import check_url, fingerprint, host_of
 
 log = logging.getLogger(__name__)

@@ -21,10 +21,10 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp_retry import RetryClient, RetryOptionsBase
 
-from crawler.cache import Cache
 from crawler.errors import BodyTooLarge, FetchError, RedirectRefused
 from crawler.http import Request, Response
 from crawler.settings import Settings
+from crawler.tools.cache import Cache
 from crawler.urls import fingerprint, urljoin
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,6 @@ class _Deflate:
 
     def __init__(self) -> None:
         self._inner: _Inflate | None = None
-        self._first = b""
 
     def decompress(self, data: bytes, max_length: int) -> bytes:
         if self._inner is None:

@@ -31,6 +31,8 @@ from rich.filesize import decimal
 from rich.live import Live
 from rich.text import Text
 
+from crawler.stats import HostState, Snapshot
+
 log = logging.getLogger("crawler.progress")
 
 TICK = 0.25  # seconds between two frames of the live display
@@ -47,32 +49,6 @@ _STATE_STYLES = {
     "waiting": "dim",
 }
 _LEVEL_STYLES = {logging.WARNING: "yellow", logging.ERROR: "red", logging.CRITICAL: "bold red"}
-
-
-@dataclass(frozen=True, slots=True)
-class HostState:
-    """One host's share of the frontier."""
-
-    host: str  # "127.0.0.1:8000"
-    waiting: int  # requests queued in memory for it
-    in_flight: int
-    state: str  # "fetching", "capped", "held by DELAY", "held by Retry-After", "waiting"
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """The engine's counters at one instant."""
-
-    elapsed: float  # seconds since the run started
-    pages_done: int  # committed pages of this crawl, all runs (done + failed + skipped)
-    pages_failed: int
-    queued: int  # requests waiting (memory + database)
-    in_flight: int  # handed out, not yet committed
-    items: int  # items of this crawl, all runs
-    bytes: int  # body bytes received in this run
-    retries: int  # retries in this run
-    max_pages: int  # MAX_PAGES (0: unbounded)
-    hosts: tuple[HostState, ...]  # the busiest hosts first
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,8 @@ import aiohttp
 import pytest
 from selectolax.lexbor import LexborHTMLParser
 
-from crawler.benchsite import (
+from crawler.errors import UsageError
+from crawler.tools.benchsite import (
     HITS,
     BenchSite,
     expected_titles,
@@ -20,10 +21,8 @@ from crawler.benchsite import (
     make_app,
     page_html,
     page_path,
-    page_title,
     serve,
 )
-from crawler.errors import UsageError
 
 PAGES = 500
 BASE = "http://127.0.0.1:8123"
@@ -107,7 +106,7 @@ def test_titles_are_unique_and_match_the_pages() -> None:
     titles = expected_titles(PAGES)
     assert len(set(titles.values())) == PAGES
     for n in (0, 1, 123, PAGES - 1):
-        assert title(page_html(n, PAGES)) == titles[page_path(n)] == page_title(n, PAGES)
+        assert title(page_html(n, PAGES)) == titles[page_path(n)]
     assert titles[page_path(123)].startswith("Page 123 – ")
     assert title(index_html(PAGES)) == index_title(PAGES)
 
@@ -122,14 +121,17 @@ def test_bad_page_numbers_are_refused() -> None:
     with pytest.raises(ValueError):
         page_html(PAGES, PAGES)
     with pytest.raises(ValueError):
-        page_title(-1, PAGES)
+        page_html(-1, PAGES)
     with pytest.raises(UsageError):
         make_app(0)
 
 
 async def test_served_page_is_the_generated_page(site: BenchSite) -> None:
     base = site.url.rstrip("/")
-    async with aiohttp.ClientSession() as session, session.get(site.page_url(17)) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(site.url.rstrip("/") + page_path(17)) as response,
+    ):
         assert response.status == 200
         assert response.headers["Content-Type"] == "text/html; charset=utf-8"
         assert await response.read() == page_html(17, PAGES, base=base)
@@ -154,7 +156,12 @@ async def test_out_of_range_and_unknown_paths_are_404(site: BenchSite, path: str
 
 async def test_hits_count_every_request_by_path(site: BenchSite) -> None:
     async with aiohttp.ClientSession() as session:
-        for url in (site.page_url(3), site.page_url(3), site.page_url(4), site.url):
+        for url in (
+            site.url.rstrip("/") + page_path(3),
+            site.url.rstrip("/") + page_path(3),
+            site.url.rstrip("/") + page_path(4),
+            site.url,
+        ):
             async with session.get(url) as response:
                 await response.read()
     assert site.hits == Counter({page_path(3): 2, page_path(4): 1, "/": 1})

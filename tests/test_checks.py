@@ -20,10 +20,11 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
 from crawler import Request, Response, Spider
-from crawler.checks import Check, check, declared_checks, run_checks
+from crawler.checks import Check, check, declared_checks
 from crawler.settings import Settings
 from crawler.spiders.books import BooksSpider
 from crawler.spiders.quotes import QuotesSpider
+from crawler.tools.checks import run_checks
 from fixtures_server import fixture_dir, serve_static
 
 LIST_PAGE = (

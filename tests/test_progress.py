@@ -14,7 +14,8 @@ from typing import TextIO
 
 import pytest
 
-from crawler.progress import HostState, Progress, Snapshot, Window
+from crawler.progress import Progress, Window
+from crawler.stats import HostState, Snapshot
 
 HOSTS = (
     HostState("127.0.0.1:8000", 4812, 8, "capped"),

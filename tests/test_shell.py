@@ -1,5 +1,5 @@
-"""The shell (crawler.shell) as a user drives it: `python -m crawler.shell` with its stdin
-piped, against a small site on 127.0.0.1. CRAWLER_SHELL=python: the plain console."""
+"""The shell (crawler.tools.shell) as a user drives it: `python -m crawler.tools.shell` with
+its stdin piped, against a small site on 127.0.0.1. CRAWLER_SHELL=python: the plain console."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
 from crawler.settings import Settings
-from crawler.shell import run_shell
+from crawler.tools.shell import run_shell
 
 HOME = (
     "<html><head><title>home</title></head><body><h1>Hello</h1><a href='/two'>two</a></body></html>"

@@ -6,8 +6,8 @@ from urllib.parse import urljoin as std_urljoin
 
 import pytest
 
-from crawler.benchsite import page_html
 from crawler.http import Request, Response
+from crawler.tools.benchsite import page_html
 from crawler.urls import canonical_url, check_url, fingerprint, in_domains, urljoin
 
 BASES = [

@@ -84,12 +84,6 @@ def page_path(n: int) -> str:
     return f"/p/{n}.html"
 
 
-def page_title(n: int, pages: int, seed: int = 0) -> str:
-    """The `<title>` of page n, e.g. "Page 123 – Harbor signal winter"."""
-    _check_page(n, pages)
-    return _title(n, _noise(n, seed))
-
-
 def index_title(pages: int) -> str:
     """The `<title>` of the start page `/`."""
     return f"Bench site – {pages} pages"
@@ -176,10 +170,6 @@ class BenchSite:
     def requests(self) -> int:
         """Requests served so far, every path and status."""
         return self.hits.total()
-
-    def page_url(self, n: int) -> str:
-        """The full canonical URL of page n."""
-        return self.url.rstrip("/") + page_path(n)
 
     async def close(self) -> None:
         """Stop listening and close open connections."""

@@ -1,6 +1,6 @@
 """`crawler shell`: an interactive Python prompt on live pages, with top-level `await`.
 
-An event loop runs in a thread of its own and holds a `crawler.page.OnePage` open, so
+An event loop runs in a thread of its own and holds a `crawler.tools.page.OnePage` open, so
 every page is fetched through the crawl's own fetcher (one session, USER_AGENT,
 robots.txt, retries, timeouts) and parsed by the crawl's own parser. The prompt runs in
 the main thread, where Ctrl-C, readline and IPython's terminal work, and calls into the
@@ -44,9 +44,9 @@ from urllib.parse import urlsplit
 
 from crawler.errors import FetchError, SpiderError
 from crawler.http import PageResult, Request, Response
-from crawler.page import OnePage
 from crawler.settings import Settings
 from crawler.spider import Spider
+from crawler.tools.page import OnePage
 from crawler.urls import check_url
 
 T = TypeVar("T")

@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 from crawler.errors import FetchError, SpiderError, UsageError
 from crawler.frontier import Frontier
 from crawler.http import PageResult, Request
-from crawler.page import OnePage
 from crawler.settings import Settings
 from crawler.spider import Spider
 from crawler.storage.sqlite import Store
+from crawler.tools.page import OnePage
 from crawler.urls import check_url
 
 

@@ -43,7 +43,7 @@ class BenchSpider(Spider):
 
 def run_bench(pages: int, overrides: Mapping[str, str], out: TextIO) -> int:
     """Serve, crawl, check, report; 0 if every page was stored once with its title."""
-    from crawler.benchsite import expected_titles, index_title
+    from crawler.tools.benchsite import expected_titles, index_title
 
     if not 1 <= pages <= 1_000_000:
         raise UsageError(f"--pages {pages}: expected 1 to 1000000")
@@ -82,7 +82,7 @@ def run_bench(pages: int, overrides: Mapping[str, str], out: TextIO) -> int:
 
 def _start_site(pages: int) -> tuple[subprocess.Popen[str], str]:
     server = subprocess.Popen(
-        [sys.executable, "-m", "crawler.bench", str(pages)],
+        [sys.executable, "-m", "crawler.tools.bench", str(pages)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -95,7 +95,7 @@ def _start_site(pages: int) -> tuple[subprocess.Popen[str], str]:
 
 
 async def _serve(pages: int) -> None:
-    from crawler.benchsite import serve
+    from crawler.tools.benchsite import serve
 
     async with await serve(pages) as site:
         print(site.url, flush=True)
