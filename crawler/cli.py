@@ -253,6 +253,7 @@ def _print_summary(summary: Summary, db: Path, out: TextIO) -> None:
         f"failed: {summary.pages_failed}",
         f"skipped: {summary.pages_skipped}",
         f"items: {summary.items}",
+        "items dropped: " + (_counts(summary.items_dropped) or "none"),
         f"retries: {summary.retries}",
         f"bytes: {summary.bytes}",
         "errors by kind: " + (_counts(summary.errors) or "none"),

@@ -2,6 +2,11 @@
 
 The writer is the one edge back: after a batch of pages commits, their new requests
 are pushed to the frontier and the pages marked done there. Start, stop, resume.
+
+The extension points sit where the data already flows (crawler/hooks.py): middleware
+around the fetch, in the fetch step; item pipelines in the parse stage, before the
+commit; events from the writer, after the commit; `opened`/`open` before the first
+fetch of each run, `close` after it, and the spider's `closed` once, when the crawl ends.
 """
 
 from __future__ import annotations
@@ -17,14 +22,26 @@ from pathlib import Path
 from typing import Any
 
 from crawler.errors import FetchError, RedirectRefused, SpiderError, UsageError
-from crawler.fetcher import Fetcher
+from crawler.fetcher import Fetcher, backoff
 from crawler.frontier import Frontier
+from crawler.hooks import (
+    Crawl,
+    HookError,
+    Middlewares,
+    Pipelines,
+    call_each,
+    fire,
+    instantiate,
+    lifecycle,
+    maybe_await,
+)
 from crawler.http import PageResult, Request, Response
+from crawler.items import schema_of
 from crawler.parse import Parser
 from crawler.robots import Robots
 from crawler.settings import Settings
 from crawler.spider import Spider
-from crawler.stats import HostState, Snapshot
+from crawler.stats import HostState, Snapshot, Stats
 from crawler.storage.sqlite import Store, StoredRequest, Summary, open_readonly, read_summary
 from crawler.tools.cache import Cache
 from crawler.urls import check_url, fingerprint, host_of
@@ -112,6 +129,14 @@ class Engine:
         if not spider.name:
             raise UsageError(f"spider {type(spider).__name__} has no name")
         self.settings = Settings.build(spider.custom_settings, overrides or {})
+        if self.settings.frontier != "sqlite":
+            frontier = self.settings.frontier
+            raise UsageError(
+                f"setting FRONTIER={frontier}: the Redis frontier is not available yet"
+            )
+        item_type = getattr(spider, "item_type", None)
+        if item_type is not None:
+            schema_of(item_type)  # a dataclass or a TypedDict, whose annotations resolve
         self.spider = spider
         domains = list(spider.allowed_domains)
         if self.settings.start_url:
@@ -120,7 +145,11 @@ class Engine:
                 domains.append(host_of(self.settings.start_url).rsplit(":", 1)[0])
         self.store = Store(db, spider.name)
         self.frontier = Frontier(self.settings, domains)
-        self.parser = Parser(spider)
+        self.pipelines = Pipelines(instantiate("PIPELINES", self.settings.pipelines))
+        self.middlewares = Middlewares(instantiate("MIDDLEWARES", self.settings.middlewares))
+        self.stats = Stats()
+        self.crawl = Crawl(spider, self.settings, db, self.stats, self.stop)
+        self.parser = Parser(spider, self.pipelines)
         # A deeper buffer than one page per worker keeps the parse stage from running dry:
         # at 4 x CONCURRENCY pages the bench crawl takes 0.91x the CPU of 1 x (RESULTS.md).
         self._fetched: asyncio.Queue[_Fetched | None] = asyncio.Queue(
@@ -135,10 +164,7 @@ class Engine:
         self._robots: Robots | None = None
         self._fetcher: Fetcher | None = None
         self._started = time.monotonic()
-        self._before = (0, 0, 0)  # pages, failed pages, items of earlier runs
-        self.failed = 0
-        self.pages = 0  # committed in this run
-        self.items = 0
+        self._retried = 0  # fetches again that middleware asked for
 
     async def run(self) -> Summary:
         """Crawl until the frontier is empty, MAX_PAGES is reached, or `stop()`."""
@@ -159,6 +185,8 @@ class Engine:
                 Robots(fetcher.fetch, self.settings.user_agent) if self.settings.robots else None
             )
             await self._prepare(start)
+            hooks = [*self.pipelines.objects, *self.middlewares.objects]
+            await call_each([self.spider.opened, *lifecycle(hooks, "open")], self.crawl)
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._write_loop(), name="writer")
@@ -173,11 +201,26 @@ class Engine:
             finally:
                 if robots is not None:
                     robots.close()
-        with closing(open_readonly(self.store.path)) as db:
-            summary = read_summary(db)
-        summary.elapsed = time.monotonic() - started
-        summary.pages_this_run = self.pages
+                await fire(lifecycle(hooks, "close"), self.crawl)
+            with closing(open_readonly(self.store.path)) as db:
+                summary = read_summary(db)
+            summary.elapsed = time.monotonic() - started
+            summary.pages_this_run = self.stats.pages_this_run
+            if not self._stopping:
+                await self._closed(summary)
         return summary
+
+    async def _closed(self, summary: Summary) -> None:
+        """The crawl has ended (not stopped): the spider's `closed`, once per crawl."""
+        if await self.store.noted("closed") is not None:
+            return
+        try:
+            await maybe_await(self.spider.closed(self.crawl, summary))
+        except Exception as exc:
+            log.error(
+                "%s.closed raised %s: %s", type(self.spider).__name__, type(exc).__name__, exc
+            )
+        await self.store.note("closed", repr(time.time()))
 
     def stop(self) -> None:
         """Fetch nothing new; pages in flight get STOP_GRACE seconds, then are left for resume."""
@@ -214,7 +257,10 @@ class Engine:
 
     async def _prepare(self, start: list[Request]) -> None:
         next_key, started, queued, redirected = await self.store.load()
-        self._before = (started, *await self.store.counts())
+        stats = await self.store.stats()
+        self.stats.pages_done, self.stats.pages_failed = stats.pages_done, stats.pages_failed
+        self.stats.pages_skipped, self.stats.items = stats.pages_skipped, stats.items
+        self.stats.items_dropped.update(stats.items_dropped)
         self.frontier.restore(next_key, started, queued)
         self._claimed.update(fingerprint("GET", url, None) for url in redirected)
         if started or queued:
@@ -261,11 +307,61 @@ class Engine:
             await self._fetched.put(fetched)
 
     async def _fetch(self, fetcher: Fetcher, robots: Robots | None, request: Request) -> _Fetched:
+        middlewares = self.middlewares
+        if middlewares.process_request:
+            try:
+                changed = await middlewares.request(request)
+            except HookError as exc:
+                return _broken(request, exc, 0)
+            if isinstance(changed, str):
+                return _Fetched(request, changed, attempts=0)
+            same = _in_place(request, changed, "process_request")
+            if isinstance(same, FetchError):
+                return _Fetched(request, same, attempts=0)
+            request = same
         if robots is not None:
             allowed = await robots.allowed(request.url)
             self.frontier.learned(request.url, await robots.crawl_delay(request.url))
             if not allowed:
                 return _Fetched(request, "forbidden by robots.txt", attempts=0)
+        fetched = await self._download(fetcher, request)
+        if middlewares.process_response or middlewares.process_error:
+            fetched = await self._after(fetcher, fetched)
+        return fetched
+
+    async def _after(self, fetcher: Fetcher, fetched: _Fetched) -> _Fetched:
+        """The middleware's word on a fetched page: keep it (changed or not), drop it,
+        recover a failure, or fetch a request in its place, at most RETRIES times in all."""
+        middlewares, tries = self.middlewares, fetched.attempts
+        while True:
+            request = fetched.request
+            outcome: Response | Request | FetchError | str = fetched.outcome
+            try:
+                label = ""
+                if isinstance(outcome, FetchError) and middlewares.process_error:
+                    recovered, label = await middlewares.error(request, outcome)
+                    if recovered is None:
+                        return fetched
+                    outcome = recovered
+                if isinstance(outcome, Response) and middlewares.process_response:
+                    outcome, label = await middlewares.response(request, outcome)
+            except HookError as exc:
+                return _broken(request, exc, tries)
+            if not isinstance(outcome, Request):
+                return _Fetched(request, outcome, tries)
+            again = _in_place(request, outcome, label)
+            if isinstance(again, FetchError):
+                return _Fetched(request, again, tries)
+            if tries >= 1 + self.settings.retries:
+                reason = f"retries exhausted by {label}"
+                return _Fetched(request, FetchError(request, reason, attempts=tries), tries)
+            self._retried += 1
+            await asyncio.sleep(backoff(tries))
+            fetched = await self._download(fetcher, again)
+            tries += max(1, fetched.attempts)  # a cached answer counts too: the loop ends
+            fetched.attempts = tries
+
+    async def _download(self, fetcher: Fetcher, request: Request) -> _Fetched:
         try:
             response, attempts = await fetcher.fetch(request)
         except RedirectRefused as exc:
@@ -330,25 +426,63 @@ class Engine:
                 continue
             new = await self.store.commit_pages(pages)
             self._push([r for page in pages for r in page.requests], new)
+            stats = self.stats
             for page in pages:
                 self.frontier.done(page.request)
-                self.pages += 1
-                self.items += len(page.items)
-                self.failed += bool(page.error and not page.skipped)
+                if page.skipped:
+                    stats.pages_skipped += 1
+                elif page.error:
+                    stats.pages_failed += 1
+                else:
+                    stats.pages_done += 1
+                stats.items += len(page.items)
+                if page.dropped_items:
+                    stats.items_dropped.update(reason for _, reason in page.dropped_items)
+            stats.pages_this_run += len(pages)
+            handlers = self.crawl.handlers
+            if handlers["page_stored"] or handlers["page_failed"] or handlers["item_dropped"]:
+                await self._events(pages)
+
+    async def _events(self, pages: list[PageResult]) -> None:
+        """page_stored, page_failed and item_dropped for committed pages."""
+        handlers, stats = self.crawl.handlers, self.stats
+        for page in pages:
+            if page.dropped_items:
+                for item, reason in page.dropped_items:
+                    await fire(handlers["item_dropped"], item, reason, stats)
+            if page.skipped:
+                continue
+            await fire(handlers["page_failed" if page.error else "page_stored"], page, stats)
 
     def snapshot(self) -> Snapshot:
         """The crawl's counters now, for the progress display."""
-        pages, failed, items = self._before
-        fetcher = self._fetcher
+        stats, fetcher = self.stats, self._fetcher
         return Snapshot(
             elapsed=time.monotonic() - self._started,
-            pages_done=pages + self.pages,
-            pages_failed=failed + self.failed,
+            pages_done=stats.pages_done,
+            pages_failed=stats.pages_failed,
+            pages_skipped=stats.pages_skipped,
             queued=self.frontier.pending,
             in_flight=self.frontier.outstanding,
-            items=items + self.items,
+            items=stats.items,
             bytes=fetcher.bytes if fetcher is not None else 0,
-            retries=fetcher.retries if fetcher is not None else 0,
+            retries=self._retried + (fetcher.retries if fetcher is not None else 0),
             max_pages=self.settings.max_pages,
             hosts=tuple(HostState(*host) for host in self.frontier.busiest(8)),
         )
+
+
+def _in_place(original: Request, again: Request, label: str) -> Request | FetchError:
+    """The request a middleware returned, fetched as the same page: same row, fingerprint
+    and depth, and the same host (its per-host slot is the one held)."""
+    if host_of(again.url) != host_of(original.url) or check_url(again.url):
+        return FetchError(original, f"{label} returned a request for another host")
+    if again.key == original.key and again.fp == original.fp and again.depth == original.depth:
+        return again
+    return again.replace(key=original.key, fp=original.fp, depth=original.depth)
+
+
+def _broken(request: Request, exc: HookError, attempts: int) -> _Fetched:
+    """A middleware raised: the page fails with its kind (`ValueError in Sign.process_request`)."""
+    log.warning("%s on %s", exc, request.url, exc_info=exc.__cause__)
+    return _Fetched(request, FetchError(request, exc.kind, attempts=attempts), attempts)

@@ -4,6 +4,8 @@ CrawlError
 ├── FetchError        a page could not be fetched (.request, .reason, .attempts)
 │   └── BodyTooLarge  the body passed MAX_BODY and was cut off
 ├── SpiderError       a callback raised; the original is __cause__
+├── DropItem          raised by an item pipeline: the item is not stored (the reason is counted)
+├── IgnoreRequest     raised by a middleware: the page is not fetched, or not kept
 └── UsageError        bad input from the user: one line on stderr, exit 2
 """
 
@@ -52,6 +54,16 @@ class RedirectRefused(FetchError):
 
 class SpiderError(CrawlError):
     """A spider callback raised; the original exception is `__cause__`."""
+
+
+class DropItem(CrawlError):
+    """Raised by an item pipeline's `process_item`: the item is dropped, and `crawler status`
+    counts it under the message (`DropItem("missing price")` -> `missing price: 1`)."""
+
+
+class IgnoreRequest(CrawlError):
+    """Raised by a middleware's `process_request` or `process_response`: the page is
+    skipped, with the message as its reason."""
 
 
 class UsageError(CrawlError):

@@ -67,6 +67,12 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+def backoff(attempt: int) -> float:
+    """Seconds to wait after try `attempt` (1, 2, ...): exponential, with jitter."""
+    wait: float = min(BACKOFF_MAX, BACKOFF_START * 2 ** (attempt - 1))
+    return wait * random.uniform(0.5, 1.5)
+
+
 class PoliteRetry(RetryOptionsBase):
     """Exponential backoff with jitter; never sooner than Retry-After says."""
 
@@ -89,8 +95,7 @@ class PoliteRetry(RetryOptionsBase):
 
     def get_timeout(self, attempt: int, response: aiohttp.ClientResponse | None = None) -> float:
         """Seconds before try `attempt + 1`."""
-        backoff = min(BACKOFF_MAX, BACKOFF_START * 2 ** (attempt - 1))
-        wait: float = backoff * random.uniform(0.5, 1.5)
+        wait = backoff(attempt)
         if response is not None:
             wait = max(wait, retry_after(response.headers.get("Retry-After")) or 0.0)
             self._on_wait(str(response.url), wait)

@@ -19,7 +19,7 @@ from selectolax.lexbor import LexborHTMLParser, LexborNode
 from crawler.urls import joiner, urljoin
 
 Callback = Callable[..., Any]
-Item = dict[str, Any]
+Item = dict[str, Any]  # as stored; a callback may also yield dataclass instances
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_:.+-]+)""", re.I)
 _NEAR_TIE = 0.1  # charset-normalizer's "chaos" difference that counts as a tie
@@ -98,20 +98,35 @@ class Response:
         return json.loads(self.text)
 
     @property
+    def is_markup(self) -> bool:
+        """Whether the body is HTML or XML: its Content-Type says so, or, without one, it
+        looks like markup. Only markup is parsed: a PDF, an image, `application/octet-stream`
+        or JSON gives an empty document, so `css()` finds nothing in it."""
+        content_type = self.headers.get("Content-Type", "")
+        if content_type:
+            kind = content_type.partition(";")[0].strip().lower()
+            return "html" in kind or kind.endswith(("/xml", "+xml"))
+        return _looks_like_markup(self.body)
+
+    @property
     def tree(self) -> LexborHTMLParser:
-        """The selectolax (Lexbor) document, parsed once."""
+        """The selectolax (Lexbor) document, parsed once (empty unless `is_markup`)."""
         if self._tree is None:
+            if not self.is_markup:
+                self._tree = LexborHTMLParser("")
+                return self._tree
             # Lexbor reads UTF-8 bytes as they are: no re-encoding of the decoded text.
             utf8 = self.encoding == "utf-8" and not self.body.startswith(codecs.BOM_UTF8)
             self._tree = LexborHTMLParser(self.body if utf8 else self.text)
         return self._tree
 
     def css(self, selector: str) -> list[LexborNode]:
-        """Every node matching a CSS selector."""
+        """Every node matching a CSS selector; none in a body that is not HTML or XML."""
         return self.tree.css(selector)
 
     def css_first(self, selector: str) -> LexborNode | None:
-        """The first node matching a CSS selector, or None."""
+        """The first node matching a CSS selector, or None (always, in a body that is not
+        HTML or XML)."""
         return self.tree.css_first(selector)
 
     @property
@@ -143,6 +158,16 @@ class Response:
         join = self._join or self._joiner()  # called once per link: kept short
         absolute = join(url.strip())
         return Request(absolute, callback, **kw) if kw else Request(absolute, callback)
+
+
+_MARKUP_START = re.compile(rb"\s*(?:\xef\xbb\xbf)?\s*<(?:[!?a-zA-Z])")
+
+
+def _looks_like_markup(body: bytes) -> bool:
+    """A body without a Content-Type: markup if it starts with a tag, a doctype, a comment
+    or an XML declaration and has no NUL byte near the start (binary formats do)."""
+    head = body[:1024]
+    return b"\x00" not in head and _MARKUP_START.match(head) is not None
 
 
 def decode_body(content_type: str, body: bytes) -> tuple[str, str]:
@@ -191,3 +216,6 @@ class PageResult:
     error: str | None = None  # the kind shown in status: "404", "TimeoutError", ...
     skipped: bool = False  # not fetched on purpose (robots.txt): neither done nor failed
     dropped: Counter[str] = field(default_factory=Counter)  # links refused, by reason
+    typed: bool = False  # some items are dataclass instances, to be validated and converted
+    types: list[str | None] | None = None  # each item's type name, once any has one
+    dropped_items: list[tuple[Any, str]] | None = None  # (item, reason) not stored

@@ -1,29 +1,37 @@
 """Response -> PageResult: runs the spider's callback (or errback) and sorts what it yields.
 
 A callback may be a plain function, a coroutine, a generator or an async generator,
-and may yield or return dicts (items), Requests, or None. An exception in it is
-recorded against the page; what it yielded before the exception is kept.
+and may yield or return dicts or dataclass instances (items), Requests, or None. An
+exception in it is recorded against the page; what it yielded before the exception is
+kept. Then the items go through the item pipelines, and typed items are checked
+(`crawler.items`), so the page's result holds exactly the items to store.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, NoReturn
 
-from crawler.errors import FetchError, SpiderError
+from crawler.errors import DropItem, FetchError, SpiderError
+from crawler.hooks import HookError, Pipelines, record_drop
 from crawler.http import Callback, PageResult, Request, Response
+from crawler.items import to_record
 from crawler.spider import Spider
 
 log = logging.getLogger(__name__)
 
 
 class Parser:
-    """Runs one spider's callbacks."""
+    """Runs one spider's callbacks, then its item pipelines."""
 
-    def __init__(self, spider: Spider) -> None:
+    def __init__(self, spider: Spider, pipelines: Pipelines | None = None) -> None:
         self.spider = spider
+        self.pipelines = pipelines or Pipelines(())
+        self.item_type: type | None = getattr(spider, "item_type", None)
+        self._finish = bool(self.pipelines.process_item) or self.item_type is not None
 
     async def parse(
         self, request: Request, outcome: Response | FetchError, attempts: int
@@ -47,7 +55,36 @@ class Parser:
                 name = getattr(callback, "__name__", "callback")
                 result.error = f"{type(exc).__name__} in {name}"
                 log.warning("%s on %s: %s", result.error, request.url, exc, exc_info=exc)
+        if (self._finish or result.typed) and result.items:
+            page = outcome.response if isinstance(outcome, FetchError) else outcome
+            await self._finish_items(result, page)
         return result
+
+    async def _finish_items(self, result: PageResult, response: Response | None) -> None:
+        """Each item through the pipelines, then checked and turned into what is stored."""
+        kept: list[Any] = []
+        types: list[str | None] = []
+        pipelines = self.pipelines
+        for item in result.items:
+            if pipelines.process_item:
+                try:
+                    item, reason = await pipelines.item(item, response)
+                except HookError as exc:  # recorded like a callback's exception
+                    result.error = exc.kind
+                    log.warning("%s on %s", exc, result.request.url, exc_info=exc.__cause__)
+                    continue
+                if reason is not None:
+                    record_drop(result, item, reason)
+                    continue
+            try:
+                name, data = to_record(item, self.item_type)
+            except DropItem as exc:
+                record_drop(result, item, str(exc))
+                continue
+            kept.append(data)
+            types.append(name)
+        result.items = kept
+        result.types = types if any(types) else None
 
     async def _run(self, callback: Callback, argument: Any, result: PageResult) -> None:
         produced = callback(argument)
@@ -55,7 +92,7 @@ class Parser:
             produced = await produced
         if produced is None:
             return
-        if isinstance(produced, dict | Request):
+        if isinstance(produced, dict | Request) or dataclasses.is_dataclass(produced):
             self._take(produced, result)
         elif inspect.isasyncgen(produced):
             await self._take_async(produced, result)
@@ -83,8 +120,13 @@ class Parser:
             result.requests.append(output)
         elif isinstance(output, dict):
             result.items.append(output)
+        elif dataclasses.is_dataclass(output) and not isinstance(output, type):
+            result.items.append(output)  # type: ignore[arg-type]  # a dict once checked
+            result.typed = True
         elif output is not None:
-            raise SpiderError(f"callback yielded {type(output).__name__}, not a dict or Request")
+            raise SpiderError(
+                f"callback yielded {type(output).__name__}, not a dict, a dataclass or a Request"
+            )
 
     def check_request(self, request: Request) -> None:
         """A request can be stored only if its callbacks are this spider's methods."""

@@ -67,7 +67,7 @@ class Window:
 
     def push(self, snap: Snapshot) -> Estimate:
         """Add one snapshot; the estimate over the window it completes."""
-        self._samples.append((snap.elapsed, snap.pages_done, snap.queued))
+        self._samples.append((snap.elapsed, snap.pages, snap.queued))
         (t0, done0, queued0), (t1, done1, _) = self._samples[0], self._samples[-1]
         rate = (done1 - done0) / (t1 - t0) if t1 > t0 else None
         full = len(self._samples) == self._samples.maxlen
@@ -77,7 +77,7 @@ class Window:
 def _eta(snap: Snapshot, rate: float | None, *, settled: bool) -> float | None:
     bounds = [snap.queued + snap.in_flight] if settled else []
     if snap.max_pages:
-        bounds.append(max(snap.max_pages - snap.pages_done, 0))
+        bounds.append(max(snap.max_pages - snap.pages, 0))
     if not bounds:
         return None
     remaining = min(bounds)
@@ -101,7 +101,8 @@ def _per_second(rate: float | None) -> str:
 def plain_line(snap: Snapshot, est: Estimate) -> str:
     """One progress line without escape codes, for logs."""
     parts = [
-        f"{snap.pages_done:,} pages ({_per_second(est.rate)}/s)",
+        f"{snap.pages:,} pages ({_per_second(est.rate)}/s)",
+        f"{snap.pages_done:,} done",
         f"{snap.pages_failed:,} failed",
         f"{snap.queued:,} queued",
         f"{snap.in_flight:,} in flight",
@@ -110,7 +111,7 @@ def plain_line(snap: Snapshot, est: Estimate) -> str:
         f"{clock(snap.elapsed)} elapsed",
     ]
     if snap.retries:
-        parts.insert(2, f"{snap.retries:,} retries")
+        parts.insert(3, f"{snap.retries:,} retries")
     if est.eta is not None:
         parts.append(f"ETA {clock(math.ceil(est.eta))}")
     return ", ".join(parts)
@@ -140,6 +141,7 @@ def _counters(snap: Snapshot) -> Text:
         (f"{snap.queued:,}", "queued"),
         (f"{snap.in_flight:,}", "in flight"),
         (f"{snap.pages_failed:,}", "failed"),
+        (f"{snap.pages_skipped:,}", "skipped"),
         (f"{snap.retries:,}", "retries"),
         (f"{snap.items:,}", "items"),
     )
@@ -156,7 +158,7 @@ def _speed(snap: Snapshot, est: Estimate) -> Text:
 
 
 def _bar(snap: Snapshot, ascii_only: bool) -> Text:
-    done = min(snap.pages_done, snap.max_pages)
+    done = min(snap.pages, snap.max_pages)
     filled = BAR_WIDTH * done // snap.max_pages
     full, empty = ("#", "-") if ascii_only else ("━", "─")
     text = Text(" ").append(full * filled, style="green")

@@ -12,6 +12,7 @@ from typing import Any
 
 from crawler import __version__
 from crawler.errors import UsageError
+from crawler.hooks import MIDDLEWARE_METHODS, PIPELINE_METHODS, resolve_components
 
 DEFAULT_USER_AGENT = f"crawler/{__version__} (+https://pypi.org/project/crawler/)"
 
@@ -35,6 +36,8 @@ class Settings:
     cache: str | None = None
     cache_expire: float = 0.0
     progress_every: float = 10.0
+    pipelines: tuple[Any, ...] = ()  # classes or instances with process_item
+    middlewares: tuple[Any, ...] = ()  # classes or instances with process_request/_response/_error
 
     @classmethod
     def build(cls, *layers: Mapping[str, Any]) -> Settings:
@@ -116,11 +119,17 @@ def _start_url(key: str, raw: Any) -> str:
 
 def _frontier(key: str, raw: Any) -> str:
     value = _text(key, raw)
-    if value == "sqlite":
+    if value == "sqlite" or value.startswith("redis://"):
         return value
-    if value.startswith("redis://"):
-        raise UsageError(f"setting {key}={raw!r}: the Redis frontier is not available yet")
     raise UsageError(f"setting {key}={raw!r}: expected sqlite or redis://HOST:PORT/DB")
+
+
+def _pipelines(key: str, raw: Any) -> tuple[Any, ...]:
+    return resolve_components(key, raw, PIPELINE_METHODS)
+
+
+def _middlewares(key: str, raw: Any) -> tuple[Any, ...]:
+    return resolve_components(key, raw, MIDDLEWARE_METHODS)
 
 
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
@@ -139,4 +148,6 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "cache": _text,
     "cache_expire": _float,
     "progress_every": _positive_float,
+    "pipelines": _pipelines,
+    "middlewares": _middlewares,
 }

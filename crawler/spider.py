@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from crawler.http import Request, Response
+
+if TYPE_CHECKING:
+    from crawler.hooks import Crawl
+    from crawler.storage.sqlite import Summary
 
 
 class Spider:
@@ -13,13 +17,23 @@ class Spider:
 
     Callbacks are methods of the spider (so a resumed crawl can find them by name). They may
     be plain functions, coroutines, generators or async generators, and yield (or return)
-    dicts, which are stored as items, and Requests, which are crawled.
+    dicts or dataclass instances, which are stored as items, and Requests, which are crawled.
+    `item_type` (a TypedDict or a dataclass) has every dict item checked against it.
     """
 
     name: ClassVar[str] = ""
     start_urls: list[str] = []
     allowed_domains: list[str] = []
     custom_settings: ClassVar[Mapping[str, Any]] = {}
+    item_type: ClassVar[type | None] = None
+
+    def opened(self, crawl: Crawl) -> Any:
+        """Called (sync or async) before each run of the crawl fetches anything, a resumed
+        run included; `crawl.subscribe(event, handler)` subscribes to its events."""
+
+    def closed(self, crawl: Crawl, summary: Summary) -> Any:
+        """Called (sync or async) once, when the crawl has ended: nothing left to fetch, or
+        MAX_PAGES reached. Not after Ctrl-C or a kill: the crawl resumes then."""
 
     def start_requests(self) -> Iterable[Request]:
         """The first requests of a crawl: by default a GET of each start URL, parsed by `parse`."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,8 +21,9 @@ class Snapshot:
     """The engine's counters at one instant."""
 
     elapsed: float  # seconds since the run started
-    pages_done: int  # committed pages of this crawl, all runs (done + failed + skipped)
-    pages_failed: int
+    pages_done: int  # pages of this crawl fetched and parsed without error, all runs
+    pages_failed: int  # failed for good
+    pages_skipped: int  # not fetched, or not kept, on purpose
     queued: int  # requests waiting (memory + database)
     in_flight: int  # handed out, not yet committed
     items: int  # items of this crawl, all runs
@@ -29,3 +31,26 @@ class Snapshot:
     retries: int  # retries in this run
     max_pages: int  # MAX_PAGES (0: unbounded)
     hosts: tuple[HostState, ...]  # the busiest hosts first
+
+    @property
+    def pages(self) -> int:
+        """Pages committed, of every kind: what pages/s and MAX_PAGES count."""
+        return self.pages_done + self.pages_failed + self.pages_skipped
+
+
+@dataclass(slots=True)
+class Stats:
+    """A crawl's running totals, over every run of it, updated after each commit: what
+    event handlers and hooks see as `stats`."""
+
+    pages_done: int = 0  # fetched and parsed without error
+    pages_failed: int = 0  # failed for good
+    pages_skipped: int = 0  # not fetched, or not kept, on purpose
+    items: int = 0  # stored
+    items_dropped: Counter[str] = field(default_factory=Counter)  # by reason
+    pages_this_run: int = 0  # committed by this run, of every kind
+
+    @property
+    def pages(self) -> int:
+        """Pages committed, of every kind."""
+        return self.pages_done + self.pages_failed + self.pages_skipped

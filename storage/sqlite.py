@@ -22,6 +22,7 @@ import aiosqlite
 
 from crawler.errors import UsageError
 from crawler.http import PageResult, Request
+from crawler.stats import Stats
 
 QUEUED, DONE, FAILED, SKIPPED = 0, 1, 2, 3
 SCHEMA_VERSION = "1"
@@ -56,9 +57,13 @@ CREATE TABLE IF NOT EXISTS dropped (reason TEXT PRIMARY KEY, count INTEGER NOT N
 CREATE TABLE IF NOT EXISTS items (
     id INTEGER PRIMARY KEY,
     page INTEGER NOT NULL REFERENCES requests (id),
-    data TEXT NOT NULL
+    data TEXT NOT NULL,
+    type TEXT
 );
+CREATE TABLE IF NOT EXISTS items_dropped (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
 """
+# Columns added since a table was first created: (table, column, definition).
+_ADDED_COLUMNS = [("items", "type", "TEXT")]
 
 _INSERT_REQUEST = """
 INSERT OR IGNORE INTO requests (id, fp, url, method, headers, body, meta, callback, errback,
@@ -67,6 +72,10 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _COUNT_DROPPED = """
 INSERT INTO dropped (reason, count) VALUES (?, ?)
+ON CONFLICT (reason) DO UPDATE SET count = count + excluded.count
+"""
+_COUNT_DROPPED_ITEMS = """
+INSERT INTO items_dropped (reason, count) VALUES (?, ?)
 ON CONFLICT (reason) DO UPDATE SET count = count + excluded.count
 """
 _FINISH_PAGE = """
@@ -104,6 +113,7 @@ class Summary:
     pages_skipped: int = 0
     pages_queued: int = 0
     items: int = 0
+    items_dropped: dict[str, int] = field(default_factory=dict)  # by reason
     retries: int = 0
     bytes: int = 0
     errors: dict[str, int] = field(default_factory=dict)
@@ -134,6 +144,7 @@ class Store:
             # NORMAL in WAL mode: a process crash loses nothing committed.
             await self._db.execute("PRAGMA synchronous = NORMAL")
             await self._db.executescript(_SCHEMA)
+            await self._migrate()
             await self._claim()
         except BaseException:
             await self._db.close()
@@ -150,6 +161,24 @@ class Store:
         """The open connection."""
         assert self._db is not None, "Store used outside `async with`"
         return self._db
+
+    async def _migrate(self) -> None:
+        """Add the columns a database made by an earlier version lacks."""
+        for table, column, definition in _ADDED_COLUMNS:
+            rows = await self.db.execute_fetchall(f"PRAGMA table_info({table})")
+            if column not in {row[1] for row in rows}:
+                await self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+    async def note(self, key: str, value: str) -> None:
+        """Record a fact about the crawl (its `crawl` table), e.g. when it was closed."""
+        await self.db.execute(
+            "INSERT OR REPLACE INTO crawl (key, value) VALUES (?, ?)", (key, value)
+        )
+
+    async def noted(self, key: str) -> str | None:
+        """A fact recorded with `note`, or None."""
+        rows = await self.db.execute_fetchall("SELECT value FROM crawl WHERE key = ?", (key,))
+        return next((str(row[0]) for row in rows), None)
 
     async def _claim(self) -> None:
         rows = await self.db.execute_fetchall("SELECT value FROM crawl WHERE key = 'spider'")
@@ -184,13 +213,24 @@ class Store:
         )
         return int(max_key) + 1, int(started), int(queued), [str(row[0]) for row in rows]
 
-    async def counts(self) -> tuple[int, int]:
-        """Pages failed for good, and items stored, over every run of the crawl."""
-        (failed, items), *_ = await self.db.execute_fetchall(
-            f"SELECT (SELECT COUNT(*) FROM requests WHERE state = {FAILED}),"
-            " (SELECT COUNT(*) FROM items)"
-        )
-        return int(failed), int(items)
+    async def stats(self) -> Stats:
+        """The crawl's totals over every run so far (pages by outcome, items, drops)."""
+        stats = Stats()
+        for state, count in await self.db.execute_fetchall(
+            "SELECT state, COUNT(*) FROM requests WHERE state != 0 GROUP BY state"
+        ):
+            if state == DONE:
+                stats.pages_done = count
+            elif state == FAILED:
+                stats.pages_failed = count
+            else:
+                stats.pages_skipped += count
+        ((stats.items,),) = await self.db.execute_fetchall("SELECT COUNT(*) FROM items")
+        for reason, count in await self.db.execute_fetchall(
+            "SELECT reason, count FROM items_dropped"
+        ):
+            stats.items_dropped[reason] = count
+        return stats
 
     async def queued(self, after: int, upto: int, limit: int) -> tuple[list[StoredRequest], int]:
         """Queued requests with keys in (after, upto], oldest first, at most `limit`;
@@ -228,26 +268,36 @@ class Store:
         the keys of the requests that were new (the others were seen before)."""
         now = time.time()
         request_rows: list[tuple[Any, ...]] = []
-        item_rows: list[tuple[int, str]] = []
+        item_rows: list[tuple[int, str, str | None]] = []
         page_rows: list[tuple[Any, ...]] = []
         dropped: Counter[str] = Counter()
+        dropped_items: Counter[str] = Counter()
         for page in pages:
             dropped.update(page.dropped)
             key = page.request.key
             request_rows.extend(self._request_rows(page.requests, page.request))
-            item_rows.extend((key, _dumps(item)) for item in page.items)
+            if page.types is None:
+                item_rows.extend((key, _dumps(item), None) for item in page.items)
+            else:
+                item_rows.extend(
+                    (key, _dumps(item), name)
+                    for item, name in zip(page.items, page.types, strict=True)
+                )
+            if page.dropped_items:
+                dropped_items.update(reason for _, reason in page.dropped_items)
             state = SKIPPED if page.skipped else FAILED if page.error else DONE
             page_rows.append(
                 (state, page.status, page.url, page.size, page.attempts, page.error, now, key)
             )
-        return await self._transaction(request_rows, item_rows, page_rows, dropped)
+        return await self._transaction(request_rows, item_rows, page_rows, dropped, dropped_items)
 
     async def _transaction(
         self,
         request_rows: list[tuple[Any, ...]],
-        item_rows: list[tuple[int, str]],
+        item_rows: list[tuple[int, str, str | None]],
         page_rows: list[tuple[Any, ...]],
         dropped: Counter[str],
+        dropped_items: Counter[str] | None = None,
     ) -> set[int]:
         db = self.db
         new: set[int] = set()
@@ -264,11 +314,15 @@ class Store:
                 if len(new) < len(request_rows):
                     dropped = dropped + Counter(duplicate=len(request_rows) - len(new))
             if item_rows:
-                await db.executemany("INSERT INTO items (page, data) VALUES (?, ?)", item_rows)
+                await db.executemany(
+                    "INSERT INTO items (page, data, type) VALUES (?, ?, ?)", item_rows
+                )
             if page_rows:
                 await db.executemany(_FINISH_PAGE, page_rows)
             if dropped:
                 await db.executemany(_COUNT_DROPPED, dropped.items())
+            if dropped_items:
+                await db.executemany(_COUNT_DROPPED_ITEMS, dropped_items.items())
             await db.execute("COMMIT")
         except BaseException:
             # A cancelled aiosqlite call still runs: roll back whatever it left open.
@@ -374,6 +428,14 @@ def read_summary(db: sqlite3.Connection) -> Summary:
     summary.dropped = dict(
         db.execute("SELECT reason, count FROM dropped ORDER BY count DESC, reason").fetchall()
     )
+    try:
+        summary.items_dropped = dict(
+            db.execute(
+                "SELECT reason, count FROM items_dropped ORDER BY count DESC, reason"
+            ).fetchall()
+        )
+    except sqlite3.OperationalError:  # a database made before items could be dropped
+        summary.items_dropped = {}
     summary.status_codes = dict(
         db.execute(
             "SELECT status, COUNT(*) FROM requests WHERE status IS NOT NULL"

@@ -38,8 +38,9 @@ class FakeCrawl:
         done = 50 * self.calls
         return Snapshot(
             elapsed=0.25 * self.calls,
-            pages_done=done,
+            pages_done=done - self.calls,  # done + failed: 50 pages a call
             pages_failed=self.calls,
+            pages_skipped=0,
             queued=5000 + self.queue_step * self.calls,
             in_flight=64,
             items=2 * done,
@@ -167,7 +168,8 @@ async def test_plain_lines_without_escape_codes_when_not_a_terminal(
     assert len(lines) >= 2
     line = re.compile(
         r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO crawler\.progress: "
-        r"[\d,]+ pages \(200/s\), \d+ failed, (\d+ retries, )?4,\d{3} queued, 64 in flight, "
+        r"[\d,]+ pages \(200/s\), [\d,]+ done, \d+ failed, (\d+ retries, )?"
+        r"4,\d{3} queued, 64 in flight, "
         r"[\d,]+ items, [\d.]+ MB, 0:00:0\d elapsed, ETA 0:00:\d\d$"  # the queue shrinks: bounded
     )
     assert all(line.match(x) for x in lines), lines
