@@ -331,8 +331,8 @@ class Engine:
 
     async def _after(self, fetcher: Fetcher, fetched: _Fetched) -> _Fetched:
         """The middleware's word on a fetched page: keep it (changed or not), drop it,
-        recover a failure, or fetch a request in its place, at most RETRIES times in all."""
-        middlewares, tries = self.middlewares, fetched.attempts
+        recover a failure, or fetch a request in its place (at most RETRIES times a page)."""
+        middlewares, tries, again_left = self.middlewares, fetched.attempts, self.settings.retries
         while True:
             request = fetched.request
             outcome: Response | Request | FetchError | str = fetched.outcome
@@ -352,9 +352,10 @@ class Engine:
             again = _in_place(request, outcome, label)
             if isinstance(again, FetchError):
                 return _Fetched(request, again, tries)
-            if tries >= 1 + self.settings.retries:
+            if again_left == 0:
                 reason = f"retries exhausted by {label}"
                 return _Fetched(request, FetchError(request, reason, attempts=tries), tries)
+            again_left -= 1
             self._retried += 1
             await asyncio.sleep(backoff(tries))
             fetched = await self._download(fetcher, again)
