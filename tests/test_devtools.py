@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import pty
@@ -10,7 +11,10 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import HOSTS, PAGES_PER_HOST, Site
+from crawler import DropItem, Request
 
 SPIDER = Path(__file__).with_name("graph_spider.py")
 ALL_PAGES = len(HOSTS) * PAGES_PER_HOST
@@ -139,6 +143,19 @@ async def test_new_writes_a_spider_that_runs_as_it_is(site: Site, tmp_path: Path
     assert code == 0, err
     assert "done: 10" in out and "items: 10" in out
     assert (tmp_path / "my_site.db").exists()
+    # It shows where a pipeline and a middleware go, and both are in use.
+    spec = importlib.util.spec_from_file_location("my_site_spider", tmp_path / "my_site.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    settings = module.MySiteSpider.custom_settings
+    assert settings["PIPELINES"] == [module.CleanTitles]
+    assert settings["MIDDLEWARES"] == [module.AcceptEnglish]
+    assert module.CleanTitles().process_item({"title": " a \n b "}, None) == {"title": "a b"}
+    with pytest.raises(DropItem):
+        module.CleanTitles().process_item({"title": None}, None)
+    request = module.AcceptEnglish().process_request(Request(site.url("/g/0")))
+    assert request.headers == {"Accept-Language": "en"}
 
     code, out, err = await crawler("new", "my_site", cwd=tmp_path)
     assert code == 2 and "exists" in err

@@ -126,7 +126,29 @@ def _check(url: str) -> None:
 
 _TEMPLATE = '''"""{title}: a spider made by `crawler new`. Run it: crawler crawl {file}"""
 
-from crawler import Spider
+from crawler import DropItem, Spider
+
+
+class CleanTitles:
+    """An item pipeline: every item passes through process_item (sync or async) after
+    the callback and before it is stored. Return the item (changed or not) to keep it;
+    return None or raise DropItem("reason") to drop it (`crawler status` counts drops by
+    reason). Optional: open(crawl) and close(crawl), around each run."""
+
+    def process_item(self, item, response):
+        if not item["title"]:
+            raise DropItem("no title")
+        item["title"] = " ".join(item["title"].split())
+        return item
+
+
+class AcceptEnglish:
+    """A middleware: process_request(request) runs before each fetch; return the request
+    (changed: headers, auth, a signature) or None to skip the page. Optional:
+    process_response(request, response) and process_error(request, error) after it."""
+
+    def process_request(self, request):
+        return request.replace(headers={{**(request.headers or {{}}), "Accept-Language": "en"}})
 
 
 class {cls}(Spider):
@@ -135,7 +157,11 @@ class {cls}(Spider):
     name = "{name}"
     start_urls = ["{url}"]
     allowed_domains = ["{domain}"]
-    custom_settings = {{"PER_HOST": 4}}
+    custom_settings = {{
+        "PER_HOST": 4,
+        "PIPELINES": [CleanTitles],  # in order; or -s PIPELINES=module:Class,...
+        "MIDDLEWARES": [AcceptEnglish],  # in order; or -s MIDDLEWARES=module:Class,...
+    }}
 
     def parse(self, response):
         title = response.css_first("title")
