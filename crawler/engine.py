@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crawler.errors import FetchError, RedirectRefused, SpiderError, UsageError
+from crawler.errors import FetchError, SpiderError, UsageError
 from crawler.fetcher import Fetcher
 from crawler.frontier import Frontier
 from crawler.http import PageResult, Request, Response
@@ -27,7 +27,7 @@ from crawler.spider import Spider
 from crawler.stats import HostState, Snapshot
 from crawler.storage.sqlite import Store, StoredRequest, Summary, open_readonly, read_summary
 from crawler.tools.cache import Cache
-from crawler.urls import check_url, fingerprint, host_of
+from crawler.urls import check_url, host_of
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +131,6 @@ class Engine:
         self._links = _Budget(BATCH_LINKS)  # requests yielded by the pages in _parsed
         self._fetch_tasks: list[asyncio.Task[None]] = []
         self._stopping = False
-        self._claimed: set[bytes] = set()  # redirect targets followed
-        self._robots: Robots | None = None
         self._fetcher: Fetcher | None = None
         self._started = time.monotonic()
         self._before = (0, 0, 0)  # pages, failed pages, items of earlier runs
@@ -152,10 +150,10 @@ class Engine:
                 await stack.enter_async_context(cache)
             await stack.enter_async_context(self.store)
             fetcher = await stack.enter_async_context(
-                Fetcher(self.settings, self.frontier.hold, self._check_redirect, cache)
+                Fetcher(self.settings, self.frontier.hold, cache)
             )
             self._fetcher = fetcher
-            robots = self._robots = (
+            robots = (
                 Robots(fetcher.fetch, self.settings.user_agent) if self.settings.robots else None
             )
             await self._prepare(start)
@@ -213,10 +211,10 @@ class Engine:
         return start
 
     async def _prepare(self, start: list[Request]) -> None:
-        next_key, started, queued, redirected = await self.store.load()
+        stored = await self.store.load()
+        started, queued = stored.pages_started, stored.queued
         self._before = (started, *await self.store.counts())
-        self.frontier.restore(next_key, started, queued)
-        self._claimed.update(fingerprint("GET", url, None) for url in redirected)
+        self.frontier.restore(stored.next_key, started, queued)
         if started or queued:
             log.info("resuming %s: %d pages done, %d queued", self.store.path, started, queued)
             return
@@ -233,7 +231,7 @@ class Engine:
         while await self.frontier.wait_refill():
             span = self.frontier.refill_range()
             if span is not None:
-                rows, upto = await self.store.queued(*span)
+                rows, upto = await self.store.queued(span.after, span.upto, span.limit)
                 self.frontier.load([self._restored(row) for row in rows], upto)
 
     def _restored(self, row: StoredRequest) -> Request:
@@ -244,10 +242,21 @@ class Engine:
             )
         except SpiderError as exc:
             raise UsageError(f"cannot resume {self.store.path}: {exc}") from None
-        return Request(
-            row.url, callback, row.method, row.headers, row.body, row.meta, row.priority,
-            row.dont_filter, errback, row.depth, key=row.key, fp=row.fp,
-        )  # fmt: skip
+        return Request.make(
+            row.url,
+            callback,
+            row.method,
+            row.headers,
+            row.body,
+            row.meta,
+            row.priority,
+            row.dont_filter,
+            errback,
+            row.depth,
+            row.redirects,
+            row.key,
+            row.fp,
+        )
 
     async def _fetch_loop(self, fetcher: Fetcher, robots: Robots | None) -> None:
         while (request := await self.frontier.get()) is not None:
@@ -268,35 +277,9 @@ class Engine:
                 return _Fetched(request, "forbidden by robots.txt", attempts=0)
         try:
             response, attempts = await fetcher.fetch(request)
-        except RedirectRefused as exc:
-            return _Fetched(request, exc.reason, exc.attempts)
         except FetchError as exc:
             return _Fetched(request, exc, exc.attempts)
         return _Fetched(request, response, attempts)
-
-    async def _check_redirect(self, request: Request, url: str) -> str | None:
-        """Why a redirect of `request` to `url` is not followed, or None."""
-        if check_url(url):
-            return "redirect to an invalid URL"
-        if not self.frontier.allows(url):
-            return "redirect off-domain"
-        if (
-            self._robots is not None
-            and not request.url.endswith("/robots.txt")  # its own rules are being read
-            and not await self._robots.allowed(url)
-        ):
-            return "redirect forbidden by robots.txt"
-        fp = fingerprint("GET", url, None)
-        if request.method != "GET" or request.dont_filter or fp == request.fp:
-            return None
-        if fp in self._claimed or self.frontier.is_recent(fp):
-            return "redirect to a page already crawled"
-        # Claimed before the await, so a concurrent redirect to the same page stops above.
-        self._claimed.add(fp)  # bounded by the number of redirects in the crawl
-        self.frontier.remember(fp)
-        if await self.store.known(fp):
-            return "redirect to a page already crawled"
-        return None
 
     async def _parse_loop(self) -> None:
         while (fetched := await self._fetched.get()) is not None:

@@ -1,5 +1,8 @@
 """Response -> PageResult: runs the spider's callback (or errback) and sorts what it yields.
 
+A redirect (a 3xx with a Location) runs no callback: its PageResult's one request is
+the next hop (`redirect_request`), which the frontier admits like any other.
+
 A callback may be a plain function, a coroutine, a generator or an async generator,
 and may yield or return dicts (items), Requests, or None. An exception in it is
 recorded against the page; what it yielded before the exception is kept.
@@ -13,7 +16,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any, NoReturn
 
 from crawler.errors import FetchError, SpiderError
-from crawler.http import Callback, PageResult, Request, Response
+from crawler.http import REDIRECTS, Callback, PageResult, Request, Response, redirect_request
 from crawler.spider import Spider
 
 log = logging.getLogger(__name__)
@@ -28,7 +31,8 @@ class Parser:
     async def parse(
         self, request: Request, outcome: Response | FetchError, attempts: int
     ) -> PageResult:
-        """The page's items and new requests, or the error it ended with."""
+        """The page's items and new requests, or the error it ended with; for a redirect,
+        its next hop."""
         if isinstance(outcome, FetchError):
             result = PageResult(request, status=outcome.status, attempts=outcome.attempts)
             result.error = outcome.reason
@@ -37,6 +41,14 @@ class Parser:
             callback = request.errback
             argument: Any = outcome
         else:
+            if outcome.status in REDIRECTS:  # the one check a page that is not a redirect pays
+                try:
+                    hop = redirect_request(outcome)
+                except FetchError as exc:  # TooManyRedirects: the page fails, as any does
+                    exc.attempts = attempts
+                    return await self.parse(request, exc, attempts)
+                if hop is not None:
+                    return self._redirected(request, outcome, attempts, hop)
             result = PageResult(request, outcome.status, outcome.url, len(outcome.body), attempts)
             callback = request.callback or self.spider.parse
             argument = outcome
@@ -47,6 +59,16 @@ class Parser:
                 name = getattr(callback, "__name__", "callback")
                 result.error = f"{type(exc).__name__} in {name}"
                 log.warning("%s on %s: %s", result.error, request.url, exc, exc_info=exc)
+        return result
+
+    @staticmethod
+    def _redirected(
+        request: Request, response: Response, attempts: int, hop: Request
+    ) -> PageResult:
+        """The page of a redirect: no callback runs, its one request is the next hop."""
+        result = PageResult(request, response.status, response.url, len(response.body), attempts)
+        result.requests.append(hop)
+        result.redirected = True
         return result
 
     async def _run(self, callback: Callback, argument: Any, result: PageResult) -> None:
