@@ -17,6 +17,7 @@ from conftest import HOSTS, PAGES_PER_HOST, Site
 from crawler import Request, Response, Spider, frontier
 from crawler.engine import _Budget, crawl
 from crawler.errors import FetchError
+from crawler.http import MAX_REDIRECTS, redirect_request
 from crawler.urls import fingerprint
 from graph_spider import GraphSpider
 
@@ -184,6 +185,32 @@ async def test_a_redirect_is_followed_and_its_target_deduplicated(
     assert summary.items == 1
     assert summary.pages_done == 1 and summary.pages_redirected == 2
     assert summary.dropped == {"redirect to a page already crawled": 1}
+
+
+def test_a_hop_keeps_its_request_and_a_303_or_a_redirected_post_becomes_a_get() -> None:
+    form = {"Content-Type": "application/x-www-form-urlencoded", "X-Kept": "1"}
+    post = Request(
+        "http://a.example/form", method="POST", body=b"x=1", meta={"m": 1}, priority=3,
+        headers={**form, "Authorization": "secret"}, dont_filter=True, depth=2,
+    )  # fmt: skip
+
+    def answer(status: int, location: str, request: Request = post) -> Response:
+        return Response(request.url, status, {"Location": location}, b"", request)
+
+    hop = redirect_request(answer(303, "done"))
+    assert hop is not None and hop.url == "http://a.example/done"
+    assert hop.method == "GET" and hop.body is None  # and no Content-Type left
+    assert hop.headers == {"X-Kept": "1", "Authorization": "secret"}
+    assert hop.meta == {"m": 1} and hop.priority == 3 and hop.dont_filter
+    assert hop.depth == 2 and hop.redirects == 1  # the same page, one hop on
+    found = redirect_request(answer(302, "/b"))
+    assert found is not None and found.method == "GET"
+    kept = redirect_request(answer(307, "http://b.example/x"))
+    assert kept is not None and (kept.method, kept.body, kept.headers) == ("POST", b"x=1", form)
+    assert redirect_request(answer(302, "")) is None  # no Location: the callback gets it
+    assert redirect_request(answer(200, "/x")) is None
+    with pytest.raises(FetchError, match="TooManyRedirects"):
+        redirect_request(answer(301, "/y", post.replace(redirects=MAX_REDIRECTS)))
 
 
 async def test_a_redirect_to_another_host_waits_for_that_hosts_per_host_cap(

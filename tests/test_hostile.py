@@ -432,6 +432,19 @@ async def test_a_chain_of_five_redirects_is_followed(hostile: HostileSite, tmp_p
         assert {depth for (depth,) in conn.execute("SELECT depth FROM requests")} == {0}
 
 
+async def test_a_cached_redirect_is_replayed_hop_by_hop(
+    hostile: HostileSite, tmp_path: Path
+) -> None:
+    cache = str(tmp_path / "cache.sqlite")
+    await run(Echo, [hostile.url("/chain/2")], tmp_path / "a.db", CACHE=cache)
+    before = len(hostile.hits)
+    summary, items = await run(Echo, [hostile.url("/chain/2")], tmp_path / "b.db", CACHE=cache)
+
+    assert len(hostile.hits) == before  # the 302s came from the cache, with their Location
+    assert summary.pages_redirected == 2 and summary.pages_done == 1
+    assert [item["url"] for item in items] == [hostile.url("/chain/0")]
+
+
 async def test_a_redirect_loop_ends_and_the_crawl_goes_on(
     hostile: HostileSite, tmp_path: Path
 ) -> None:
