@@ -266,7 +266,9 @@ async def test_a_database_of_the_previous_schema_opens_and_resumes(
     site: Site, tmp_path: Path
 ) -> None:
     db = tmp_path / "f.db"
-    done, queued = site.url("/g/1"), site.url(f"/redirect?to={site.url('/g/2')}")
+    done = site.url("/g/1")
+    # Queued: a redirect to a new page, and one to the page done before.
+    queued = [site.url(f"/redirect?to={site.url(path)}") for path in ("/g/2", "/g/1")]
     with closing(sqlite3.connect(db)) as conn, conn:
         conn.executescript(OLD_REQUESTS_TABLE)
         conn.executemany(
@@ -276,19 +278,19 @@ async def test_a_database_of_the_previous_schema_opens_and_resumes(
         conn.executemany(
             "INSERT INTO requests (id, fp, url, method, priority, depth, dont_filter, state)"
             " VALUES (?, ?, ?, 'GET', 0, 0, 0, ?)",
-            [
-                (1, fingerprint("GET", done, None), done, 1),
-                (2, fingerprint("GET", queued, None), queued, 0),
-            ],
-        )
+            [(key, fingerprint("GET", url, None), url, int(key == 1))
+             for key, url in enumerate([done, *queued], 1)],
+        )  # fmt: skip
     summary = await crawl_urls(tmp_path, [done])
 
     assert site.hits_of("/g/1") == 0  # done before: not fetched again
     assert site.hits_of("/g/2") == 1 and summary.items == 1
-    assert summary.pages_done == 2 and summary.pages_redirected == 1
+    assert summary.pages_done == 2 and summary.pages_redirected == 2
+    # Caught by the database's unique index alone: this run's memory had not seen /g/1.
+    assert summary.dropped == {"redirect to a page already crawled": 1}
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT url, redirects FROM requests ORDER BY id").fetchall()
-    assert rows == [(done, 0), (queued, 0), (site.url("/g/2"), 1)]
+    assert rows == [(done, 0), (queued[0], 0), (queued[1], 0), (site.url("/g/2"), 1)]
 
 
 class Callbacks(Spider):
