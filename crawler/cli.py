@@ -252,6 +252,7 @@ def _print_summary(summary: Summary, db: Path, out: TextIO) -> None:
         f"queued: {summary.pages_queued}",
         f"failed: {summary.pages_failed}",
         f"skipped: {summary.pages_skipped}",
+        f"redirected: {summary.pages_redirected}",
         f"items: {summary.items}",
         "items dropped: " + (_counts(summary.items_dropped) or "none"),
         f"retries: {summary.retries}",

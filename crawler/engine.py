@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crawler.errors import FetchError, RedirectRefused, SpiderError, UsageError
+from crawler.errors import FetchError, SpiderError, UsageError
 from crawler.fetcher import Fetcher, backoff
 from crawler.frontier import Frontier
 from crawler.hooks import (
@@ -44,7 +44,7 @@ from crawler.spider import Spider
 from crawler.stats import HostState, Snapshot, Stats
 from crawler.storage.sqlite import Store, StoredRequest, Summary, open_readonly, read_summary
 from crawler.tools.cache import Cache
-from crawler.urls import check_url, fingerprint, host_of
+from crawler.urls import check_url, host_of
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +160,6 @@ class Engine:
         self._links = _Budget(BATCH_LINKS)  # requests yielded by the pages in _parsed
         self._fetch_tasks: list[asyncio.Task[None]] = []
         self._stopping = False
-        self._claimed: set[bytes] = set()  # redirect targets followed
-        self._robots: Robots | None = None
         self._fetcher: Fetcher | None = None
         self._started = time.monotonic()
         self._retried = 0  # fetches again that middleware asked for
@@ -178,10 +176,10 @@ class Engine:
                 await stack.enter_async_context(cache)
             await stack.enter_async_context(self.store)
             fetcher = await stack.enter_async_context(
-                Fetcher(self.settings, self.frontier.hold, self._check_redirect, cache)
+                Fetcher(self.settings, self.frontier.hold, cache)
             )
             self._fetcher = fetcher
-            robots = self._robots = (
+            robots = (
                 Robots(fetcher.fetch, self.settings.user_agent) if self.settings.robots else None
             )
             await self._prepare(start)
@@ -256,13 +254,10 @@ class Engine:
         return start
 
     async def _prepare(self, start: list[Request]) -> None:
-        next_key, started, queued, redirected = await self.store.load()
-        stats = await self.store.stats()
-        self.stats.pages_done, self.stats.pages_failed = stats.pages_done, stats.pages_failed
-        self.stats.pages_skipped, self.stats.items = stats.pages_skipped, stats.items
-        self.stats.items_dropped.update(stats.items_dropped)
-        self.frontier.restore(next_key, started, queued)
-        self._claimed.update(fingerprint("GET", url, None) for url in redirected)
+        stored = await self.store.load()
+        started, queued = stored.pages_started, stored.queued
+        self.stats.add(await self.store.stats())
+        self.frontier.restore(stored.next_key, started, queued)
         if started or queued:
             log.info("resuming %s: %d pages done, %d queued", self.store.path, started, queued)
             return
@@ -279,7 +274,7 @@ class Engine:
         while await self.frontier.wait_refill():
             span = self.frontier.refill_range()
             if span is not None:
-                rows, upto = await self.store.queued(*span)
+                rows, upto = await self.store.queued(span.after, span.upto, span.limit)
                 self.frontier.load([self._restored(row) for row in rows], upto)
 
     def _restored(self, row: StoredRequest) -> Request:
@@ -290,10 +285,21 @@ class Engine:
             )
         except SpiderError as exc:
             raise UsageError(f"cannot resume {self.store.path}: {exc}") from None
-        return Request(
-            row.url, callback, row.method, row.headers, row.body, row.meta, row.priority,
-            row.dont_filter, errback, row.depth, key=row.key, fp=row.fp,
-        )  # fmt: skip
+        return Request.make(
+            row.url,
+            callback,
+            row.method,
+            row.headers,
+            row.body,
+            row.meta,
+            row.priority,
+            row.dont_filter,
+            errback,
+            row.depth,
+            row.redirects,
+            row.key,
+            row.fp,
+        )
 
     async def _fetch_loop(self, fetcher: Fetcher, robots: Robots | None) -> None:
         while (request := await self.frontier.get()) is not None:
@@ -365,35 +371,9 @@ class Engine:
     async def _download(self, fetcher: Fetcher, request: Request) -> _Fetched:
         try:
             response, attempts = await fetcher.fetch(request)
-        except RedirectRefused as exc:
-            return _Fetched(request, exc.reason, exc.attempts)
         except FetchError as exc:
             return _Fetched(request, exc, exc.attempts)
         return _Fetched(request, response, attempts)
-
-    async def _check_redirect(self, request: Request, url: str) -> str | None:
-        """Why a redirect of `request` to `url` is not followed, or None."""
-        if check_url(url):
-            return "redirect to an invalid URL"
-        if not self.frontier.allows(url):
-            return "redirect off-domain"
-        if (
-            self._robots is not None
-            and not request.url.endswith("/robots.txt")  # its own rules are being read
-            and not await self._robots.allowed(url)
-        ):
-            return "redirect forbidden by robots.txt"
-        fp = fingerprint("GET", url, None)
-        if request.method != "GET" or request.dont_filter or fp == request.fp:
-            return None
-        if fp in self._claimed or self.frontier.is_recent(fp):
-            return "redirect to a page already crawled"
-        # Claimed before the await, so a concurrent redirect to the same page stops above.
-        self._claimed.add(fp)  # bounded by the number of redirects in the crawl
-        self.frontier.remember(fp)
-        if await self.store.known(fp):
-            return "redirect to a page already crawled"
-        return None
 
     async def _parse_loop(self) -> None:
         while (fetched := await self._fetched.get()) is not None:
@@ -434,6 +414,8 @@ class Engine:
                     stats.pages_skipped += 1
                 elif page.error:
                     stats.pages_failed += 1
+                elif page.redirected:
+                    stats.pages_redirected += 1
                 else:
                     stats.pages_done += 1
                 stats.items += len(page.items)
@@ -451,7 +433,7 @@ class Engine:
             if page.dropped_items:
                 for item, reason in page.dropped_items:
                     await fire(handlers["item_dropped"], item, reason, stats)
-            if page.skipped:
+            if page.skipped or page.redirected:
                 continue
             await fire(handlers["page_failed" if page.error else "page_stored"], page, stats)
 
@@ -463,6 +445,7 @@ class Engine:
             pages_done=stats.pages_done,
             pages_failed=stats.pages_failed,
             pages_skipped=stats.pages_skipped,
+            pages_redirected=stats.pages_redirected,
             queued=self.frontier.pending,
             in_flight=self.frontier.outstanding,
             items=stats.items,

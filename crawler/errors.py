@@ -48,10 +48,6 @@ class BodyTooLarge(FetchError):
     """The body passed MAX_BODY bytes; what was read is dropped."""
 
 
-class RedirectRefused(FetchError):
-    """A redirect was not followed on purpose; the page is skipped, not failed."""
-
-
 class SpiderError(CrawlError):
     """A spider callback raised; the original exception is `__cause__`."""
 

@@ -1,9 +1,10 @@
 """Request -> Response or FetchError. Owns the crawl's one aiohttp ClientSession.
 
-Retries go through aiohttp-retry. Its request function is ours (`_Attempt`): it sends
-the request and reads the body, capped at MAX_BODY, so a connection reset or a
-timeout mid-body is retried like one before the headers. Library errors become
-FetchError at one boundary, in `fetch()`.
+One request, one answer: a redirect comes back as a Response like any other (the parse
+stage makes its next hop a request of its own). Retries go through aiohttp-retry. Its
+request function is ours (`_Attempt`): it sends the request and reads the body, capped
+at MAX_BODY, so a connection reset or a timeout mid-body is retried like one before the
+headers. Library errors become FetchError at one boundary, in `fetch()`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import random
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Protocol
@@ -21,11 +22,11 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp_retry import RetryClient, RetryOptionsBase
 
-from crawler.errors import BodyTooLarge, FetchError, RedirectRefused
+from crawler.errors import BodyTooLarge, FetchError
 from crawler.http import Request, Response
 from crawler.settings import Settings
 from crawler.tools.cache import Cache
-from crawler.urls import fingerprint, urljoin
+from crawler.urls import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,6 @@ RETRY_EXCEPTIONS = {aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, T
 BACKOFF_START = 0.25  # seconds before the first retry; doubles each time, with jitter
 BACKOFF_MAX = 30.0
 RETRY_AFTER_MAX = 600.0  # a longer Retry-After is not waited for: the page fails
-MAX_REDIRECTS = 10
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 class _Inflate(Protocol):
@@ -46,9 +45,6 @@ class _Inflate(Protocol):
     @property
     def eof(self) -> bool: ...
     def decompress(self, data: bytes, max_length: int, /) -> bytes: ...
-
-
-RedirectCheck = Callable[[Request, str], Awaitable[str | None]]  # why not follow, or None
 
 
 def retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -103,52 +99,25 @@ class PoliteRetry(RetryOptionsBase):
 
 
 class _Attempt:
-    """The request function aiohttp-retry calls once per try: send, follow redirects
-    (each hop vetted by `on_redirect`), then read the body."""
+    """The request function aiohttp-retry calls once per try: send (redirects are not
+    followed), then read the body."""
 
-    def __init__(
-        self, session: aiohttp.ClientSession, max_body: int, on_redirect: RedirectCheck
-    ) -> None:
+    def __init__(self, session: aiohttp.ClientSession, max_body: int) -> None:
         self._session = session
         self._max_body = max_body
-        self._on_redirect = on_redirect
 
     async def request(
         self, method: str, url: str, *, trace_request_ctx: dict[str, Any], **kwargs: Any
     ) -> aiohttp.ClientResponse:
         state: _State = trace_request_ctx["state"]
         state.attempts = trace_request_ctx["current_attempt"]
-        chain = [url]
-        while True:
-            response = await self._session.request(method, url, allow_redirects=False, **kwargs)
-            location = response.headers.get("Location") if response.status in _REDIRECTS else None
-            if not location:
-                break
-            response.release()
-            url = await self._next_hop(state, chain, urljoin(str(response.url), location.strip()))
-            if response.status == 303 or (response.status in (301, 302) and method == "POST"):
-                method = "GET"
-                kwargs.pop("data", None)
+        response = await self._session.request(method, url, allow_redirects=False, **kwargs)
         try:
             state.body = await self._read(response, state.request)
         except BaseException:
             response.close()  # the rest of the body is unread: drop the connection
             raise
         return response
-
-    async def _next_hop(self, state: _State, chain: list[str], target: str) -> str:
-        request = state.request
-        if target in chain:
-            raise FetchError(request, "RedirectLoop")
-        if len(chain) > MAX_REDIRECTS:
-            raise FetchError(request, "TooManyRedirects")
-        if target not in state.claimed:  # a retry follows the chain it claimed before
-            refusal = await self._on_redirect(request, target)
-            if refusal:
-                raise RedirectRefused(request, refusal)
-            state.claimed.add(target)
-        chain.append(target)
-        return target
 
     async def _read(self, response: aiohttp.ClientResponse, request: Request) -> bytes:
         limit = self._max_body
@@ -211,13 +180,12 @@ class _Deflate:
 
 
 class _State:
-    __slots__ = ("attempts", "body", "claimed", "request")
+    __slots__ = ("attempts", "body", "request")
 
     def __init__(self, request: Request) -> None:
         self.request = request
         self.attempts = 0
         self.body = b""
-        self.claimed: set[str] = set()
 
 
 class Fetcher:
@@ -227,7 +195,6 @@ class Fetcher:
         self,
         settings: Settings,
         on_wait: Callable[[str, float], None],
-        on_redirect: RedirectCheck | None = None,
         cache: Cache | None = None,
     ) -> None:
         self._settings = settings
@@ -235,7 +202,6 @@ class Fetcher:
         self.bytes = 0  # body bytes received from the network
         self.retries = 0
         self._on_wait = on_wait
-        self._on_redirect = on_redirect or _follow_all
         self._session: aiohttp.ClientSession | None = None
         self._client: RetryClient | None = None
 
@@ -250,7 +216,7 @@ class Fetcher:
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         self._client = RetryClient(
-            client_session=_Attempt(self._session, s.max_body, self._on_redirect),  # type: ignore[arg-type]
+            client_session=_Attempt(self._session, s.max_body),  # type: ignore[arg-type]
             retry_options=PoliteRetry(s.retries + 1, self._on_wait),
         )
         return self
@@ -310,14 +276,11 @@ class Fetcher:
 
 
 def _cacheable(response: Response) -> bool:
-    """Successful and redirected pages; and robots.txt answers short of a server error."""
+    """Successful pages and redirects (with their Location); and robots.txt answers
+    short of a server error."""
     if response.status < 400:
         return True
     return response.status < 500 and response.request.url.endswith("/robots.txt")
-
-
-async def _follow_all(request: Request, url: str) -> None:
-    return None
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,13 +1,19 @@
 """What to fetch next: admission (fingerprints, depth, domains), priority, per-host readiness.
 
 The frontier is the memory side of the crawl's `requests` table, which holds the
-whole seen-set and every queued request. Every request it admits gets its row key
-here and is written by the store in the same transaction as the page that found it
-(the store's unique index drops those seen before); only then is it `push`ed.
-Memory holds a bounded window: at most WINDOW queued requests, and the fingerprints
-of the last RECENT admitted, which catch most duplicate links before they reach
-SQLite. Queued requests past the window stay in the database, and are loaded in key
+whole seen-set and every queued request. The frontier owns the seen-set, and it is the
+one place that decides what is new: the store's unique index on fingerprints is its
+record, and in memory the fingerprints of the last RECENT admitted and the verdicts on
+the last RECENT URLs are caches of that index, which catch most duplicate links before
+they reach SQLite. Every request it admits gets its row key here and is written by the
+store in the same transaction as the page that found it (the index drops those seen
+before); only then is it `push`ed. Memory holds a bounded window: at most WINDOW queued
+requests. Queued requests past the window stay in the database, and are loaded in key
 order (`refill`) as the window empties.
+
+A redirect's next hop (`Request.redirects` more than its page's) is admitted here like
+any request, at its page's depth, and its drops are counted as "redirect to a page
+already crawled", "redirect off-domain" or "redirect to an invalid URL".
 
 Hand-out is per host. Each host has its own priority heap; a host is *ready* when it
 has pending requests, fewer than PER_HOST in flight, and no DELAY or Retry-After
@@ -24,9 +30,9 @@ import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from crawler.http import Request
 from crawler.settings import Settings
@@ -36,6 +42,11 @@ log = logging.getLogger(__name__)
 
 WINDOW = 20_000  # queued requests held in memory at most
 RECENT = 50_000  # fingerprints remembered in memory to skip SQLite for common duplicates
+_HOP_REASONS = {  # why a redirect's next hop is dropped, by the reason a link would be
+    "duplicate": "redirect to a page already crawled",
+    "off-domain": "redirect off-domain",
+    "invalid URL": "redirect to an invalid URL",
+}
 
 
 K = TypeVar("K")
@@ -96,6 +107,14 @@ class Admission:
     dropped: Counter[str] = field(default_factory=Counter)
 
 
+class KeyRange(NamedTuple):
+    """Queued requests to load from the database: keys in (after, upto], at most limit."""
+
+    after: int
+    upto: int
+    limit: int
+
+
 class Frontier:
     """Admits, orders and hands out requests; knows when the crawl is over."""
 
@@ -136,12 +155,17 @@ class Frontier:
         if queued:
             self._refill.set()
 
-    def admit(self, requests: Iterable[Request], parent: Request | None) -> Admission:
+    def admit(self, requests: Sequence[Request], parent: Request | None) -> Admission:
         """Filter new requests; those accepted get their row key and depth. A request
         accepted here may still be a duplicate that only the store's index knows."""
+        if parent is None:
+            depth = 0
+        elif requests and requests[0].redirects > parent.redirects:
+            return self._admit_hop(requests, parent)
+        else:
+            depth = parent.depth + 1
         result = Admission()
         dropped = result.dropped
-        depth = parent.depth + 1 if parent is not None else 0
         if self._max_depth and depth > self._max_depth:
             for _ in requests:
                 dropped["MAX_DEPTH"] += 1
@@ -168,41 +192,52 @@ class Frontier:
             dropped["duplicate"] += duplicates
         return result
 
+    def _admit_hop(self, hops: Sequence[Request], parent: Request) -> Admission:
+        """A redirect's next hop: admitted as a link would be, but at its page's depth
+        (it stands for that page), and its drops named as a redirect's."""
+        result = Admission()
+        for hop in hops:
+            verdict, fp = self._verdict(hop)
+            if verdict:
+                result.dropped[_HOP_REASONS[verdict]] += 1
+            else:
+                result.accepted.append(self._admitted(hop, parent.depth, fp))
+        return result
+
     def _verdict(self, request: Request) -> tuple[str, bytes]:
         """Why the request is refused, "duplicate", or "" if it is new (and now recent);
         with its fingerprint, once computed."""
-        problem = check_url(request.url)
+        url = request.url
+        problem = check_url(url)
         if problem:
             return "invalid URL", b""
-        if not self.allows(request.url):
+        if self._domains and not in_domains(url, self._domains):
             return "off-domain", b""
-        fp = fingerprint(request.method, request.url, request.body)
+        fp = fingerprint(request.method, url, request.body)
         if fp in self._recent and not request.dont_filter:
             return "duplicate", fp
-        self.remember(fp)
+        self._recent.put(fp, True)
         return "", fp
 
     def _admitted(self, r: Request, depth: int, fp: bytes) -> Request:
-        """A copy of `r` with its depth, row key and fingerprint (built field by field:
-        dataclasses.replace costs several times as much, once per new link)."""
+        """A copy of `r` with its depth, row key and fingerprint."""
         key = self._next_key
         self._next_key += 1
-        return Request(
-            r.url, r.callback, r.method, r.headers, r.body, r.meta, r.priority, r.dont_filter,
-            r.errback, depth, key, fp,
-        )  # fmt: skip
-
-    def remember(self, fp: bytes) -> None:
-        """Keep a fingerprint among the recent ones."""
-        self._recent.put(fp, True)
-
-    def is_recent(self, fp: bytes) -> bool:
-        """Whether the fingerprint was admitted lately (False says nothing)."""
-        return fp in self._recent
-
-    def allows(self, url: str) -> bool:
-        """Whether the URL is inside allowed_domains (always, when none are set)."""
-        return not self._domains or in_domains(url, self._domains)
+        return Request.make(
+            r.url,
+            r.callback,
+            r.method,
+            r.headers,
+            r.body,
+            r.meta,
+            r.priority,
+            r.dont_filter,
+            r.errback,
+            depth,
+            r.redirects,
+            key,
+            fp,
+        )
 
     # -- hand-out: what the fetch workers get -----------------------------------------
 
@@ -224,10 +259,10 @@ class Frontier:
         self._loaded = upto
         self._add(requests)
 
-    def refill_range(self) -> tuple[int, int, int] | None:
-        """(after, upto, count): the keys to load next, or None if nothing is needed."""
+    def refill_range(self) -> KeyRange | None:
+        """The keys to load next, or None if nothing is needed."""
         if self._in_db and self._pending < self._window // 2:
-            return self._loaded, self._committed, self._window - self._pending
+            return KeyRange(self._loaded, self._committed, self._window - self._pending)
         self._refill.clear()
         return None
 

@@ -9,7 +9,7 @@ one truth test per page. Each hook has one place in the crawl:
   callback and before the page's commit; `open(crawl)` / `close(crawl)` around each run.
 - middleware (`MIDDLEWARES`): `process_request(request)` in the fetch step, after the
   frontier handed the request out; `process_response(request, response)` and
-  `process_error(request, error)` after the fetch (retries and robots.txt included).
+  `process_error(request, error)` after the fetch and its retries.
 - events: `spider.opened(crawl)` each run, `spider.closed(crawl, summary)` once, when
   the crawl has ended; `crawl.subscribe(name, handler)` for `page_stored`, `page_failed`
   and `item_dropped`, fired by the writer after each commit.

@@ -1,6 +1,7 @@
 """Request, Response and PageResult: the plain records that flow between stages.
 
 No I/O here. A Response decodes and parses its body lazily, once, on first use.
+`redirect_request` turns a redirect answer into the request for its next hop.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 from charset_normalizer import from_bytes
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-from crawler.urls import joiner, urljoin
+from crawler.errors import FetchError
+from crawler.urls import host_of, joiner, urljoin
 
 Callback = Callable[..., Any]
 Item = dict[str, Any]  # as stored; a callback may also yield dataclass instances
@@ -24,6 +26,9 @@ Item = dict[str, Any]  # as stored; a callback may also yield dataclass instance
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_:.+-]+)""", re.I)
 _NEAR_TIE = 0.1  # charset-normalizer's "chaos" difference that counts as a tie
 _HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?([^"';\s]+)""", re.I)
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 10  # hops followed from one request, at most
+_BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding"})
 
 
 @dataclass(slots=True)
@@ -42,6 +47,7 @@ class Request:
     dont_filter: bool = False
     errback: Callback | None = None
     depth: int = 0  # our own state is a typed field, never a magic meta key
+    redirects: int = 0  # the redirect hops that led to this request
     key: int = field(default=0, repr=False, compare=False)  # its row in the crawl database
     fp: bytes = field(default=b"", repr=False, compare=False)  # its fingerprint, once admitted
 
@@ -54,6 +60,30 @@ class Request:
     def replace(self, **changes: Any) -> Request:
         """A copy with some fields changed."""
         return replace(self, **changes)
+
+    @staticmethod
+    def make(
+        url: str,
+        callback: Callback | None,
+        method: str,
+        headers: Mapping[str, str] | None,
+        body: bytes | None,
+        meta: Mapping[str, Any] | None,
+        priority: int,
+        dont_filter: bool,
+        errback: Callback | None,
+        depth: int,
+        redirects: int,
+        key: int,
+        fp: bytes,
+    ) -> Request:
+        """A Request with every field given: the one place that builds one by position,
+        for the paths that build one per new link (dataclasses.replace costs several
+        times as much)."""
+        return Request(
+            url, callback, method, headers, body, meta, priority, dont_filter, errback, depth,
+            redirects, key, fp,
+        )  # fmt: skip
 
 
 @dataclass(slots=True, eq=False)
@@ -170,6 +200,44 @@ def _looks_like_markup(body: bytes) -> bool:
     return b"\x00" not in head and _MARKUP_START.match(head) is not None
 
 
+def redirect_request(response: Response) -> Request | None:
+    """The request for a redirect's next hop, or None if `response` is not a redirect
+    (301/302/303/307/308 with a Location); FetchError "TooManyRedirects" past
+    MAX_REDIRECTS hops. The hop keeps the request's callbacks, meta, priority and depth
+    (it stands for the same page); a 303, or a 301/302 answering a POST, becomes a GET."""
+    if response.status not in REDIRECTS:
+        return None
+    location = response.headers.get("Location", "").strip()
+    if not location:
+        return None
+    r = response.request
+    if r.redirects >= MAX_REDIRECTS:
+        raise FetchError(r, "TooManyRedirects", response=response)
+    url = urljoin(response.url.partition("#")[0], location)
+    method, body, headers, status = r.method, r.body, r.headers, response.status
+    if (status == 303 and method != "HEAD") or (status < 303 and method == "POST"):
+        method, body = "GET", None
+        if headers:
+            headers = {k: v for k, v in headers.items() if k.lower() not in _BODY_HEADERS}
+    if headers and host_of(url) != host_of(r.url):  # credentials stay with their host
+        headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+    return Request.make(
+        url=url,
+        callback=r.callback,
+        method=method,
+        headers=headers or None,
+        body=body,
+        meta=r.meta,
+        priority=r.priority,
+        dont_filter=r.dont_filter,
+        errback=r.errback,
+        depth=r.depth,
+        redirects=r.redirects + 1,
+        key=0,  # not admitted yet
+        fp=b"",
+    )
+
+
 def decode_body(content_type: str, body: bytes) -> tuple[str, str]:
     """The text of a body and its charset: the Content-Type header's, then <meta charset>,
     then UTF-8, each taken only if the body decodes with it; then charset detection."""
@@ -214,7 +282,8 @@ class PageResult:
     items: list[Item] = field(default_factory=list)
     requests: list[Request] = field(default_factory=list)
     error: str | None = None  # the kind shown in status: "404", "TimeoutError", ...
-    skipped: bool = False  # not fetched on purpose (robots.txt): neither done nor failed
+    skipped: bool = False  # not fetched on purpose (robots.txt; `error` says why), not failed
+    redirected: bool = False  # answered with a redirect: its one request is the next hop
     dropped: Counter[str] = field(default_factory=Counter)  # links refused, by reason
     typed: bool = False  # some items are dataclass instances, to be validated and converted
     types: list[str | None] | None = None  # each item's type name, once any has one

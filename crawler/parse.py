@@ -1,5 +1,8 @@
 """Response -> PageResult: runs the spider's callback (or errback) and sorts what it yields.
 
+A redirect (a 3xx with a Location) runs no callback: its PageResult's one request is
+the next hop (`redirect_request`), which the frontier admits like any other.
+
 A callback may be a plain function, a coroutine, a generator or an async generator,
 and may yield or return dicts or dataclass instances (items), Requests, or None. An
 exception in it is recorded against the page; what it yielded before the exception is
@@ -17,7 +20,7 @@ from typing import Any, NoReturn
 
 from crawler.errors import DropItem, FetchError, SpiderError
 from crawler.hooks import HookError, Pipelines, record_drop
-from crawler.http import Callback, PageResult, Request, Response
+from crawler.http import REDIRECTS, Callback, PageResult, Request, Response, redirect_request
 from crawler.items import to_record
 from crawler.spider import Spider
 
@@ -36,7 +39,8 @@ class Parser:
     async def parse(
         self, request: Request, outcome: Response | FetchError, attempts: int
     ) -> PageResult:
-        """The page's items and new requests, or the error it ended with."""
+        """The page's items and new requests, or the error it ended with; for a redirect,
+        its next hop."""
         if isinstance(outcome, FetchError):
             result = PageResult(request, status=outcome.status, attempts=outcome.attempts)
             result.error = outcome.reason
@@ -45,6 +49,14 @@ class Parser:
             callback = request.errback
             argument: Any = outcome
         else:
+            if outcome.status in REDIRECTS:  # the one check a page that is not a redirect pays
+                try:
+                    hop = redirect_request(outcome)
+                except FetchError as exc:  # TooManyRedirects: the page fails, as any does
+                    exc.attempts = attempts
+                    return await self.parse(request, exc, attempts)
+                if hop is not None:
+                    return self._redirected(request, outcome, attempts, hop)
             result = PageResult(request, outcome.status, outcome.url, len(outcome.body), attempts)
             callback = request.callback or self.spider.parse
             argument = outcome
@@ -85,6 +97,16 @@ class Parser:
             types.append(name)
         result.items = kept
         result.types = types if any(types) else None
+
+    @staticmethod
+    def _redirected(
+        request: Request, response: Response, attempts: int, hop: Request
+    ) -> PageResult:
+        """The page of a redirect: no callback runs, its one request is the next hop."""
+        result = PageResult(request, response.status, response.url, len(response.body), attempts)
+        result.requests.append(hop)
+        result.redirected = True
+        return result
 
     async def _run(self, callback: Callback, argument: Any, result: PageResult) -> None:
         produced = callback(argument)

@@ -2,7 +2,8 @@
 
 What a failed fetch means follows RFC 9309: a 4xx answer means no rules (all allowed);
 a 5xx answer, a timeout or a connection error means the host is unreachable, so
-nothing on it is fetched.
+nothing on it is fetched. Redirects are followed here, up to MAX_REDIRECTS hops (the
+RFC asks for at least five); past that, robots.txt is taken as unavailable (no rules).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from urllib.parse import urlsplit
 from protego import Protego
 
 from crawler.errors import FetchError
-from crawler.http import Request, Response
+from crawler.http import Request, Response, redirect_request
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +53,14 @@ class Robots:
         return float(delay or 0.0)
 
     async def _load(self, origin: str) -> Protego | None:
+        request: Request | None = Request(f"{origin}/robots.txt")
         try:
-            response, _ = await self._fetch(Request(f"{origin}/robots.txt"))
+            while request is not None:
+                response, _ = await self._fetch(request)
+                request = redirect_request(response)
         except FetchError as exc:
             status = exc.status
-            if status is not None and 400 <= status < 500:
+            if exc.reason == "TooManyRedirects" or (status is not None and 400 <= status < 500):
                 return Protego.parse("")
             log.warning("robots.txt of %s unreachable (%s): skipping the host", origin, exc.reason)
             return None

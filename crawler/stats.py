@@ -24,6 +24,7 @@ class Snapshot:
     pages_done: int  # pages of this crawl fetched and parsed without error, all runs
     pages_failed: int  # failed for good
     pages_skipped: int  # not fetched, or not kept, on purpose
+    pages_redirected: int  # answered with a redirect, whose next hop was queued
     queued: int  # requests waiting (memory + database)
     in_flight: int  # handed out, not yet committed
     items: int  # items of this crawl, all runs
@@ -35,7 +36,7 @@ class Snapshot:
     @property
     def pages(self) -> int:
         """Pages committed, of every kind: what pages/s and MAX_PAGES count."""
-        return self.pages_done + self.pages_failed + self.pages_skipped
+        return self.pages_done + self.pages_failed + self.pages_skipped + self.pages_redirected
 
 
 @dataclass(slots=True)
@@ -46,6 +47,7 @@ class Stats:
     pages_done: int = 0  # fetched and parsed without error
     pages_failed: int = 0  # failed for good
     pages_skipped: int = 0  # not fetched, or not kept, on purpose
+    pages_redirected: int = 0  # answered with a redirect, whose next hop was queued
     items: int = 0  # stored
     items_dropped: Counter[str] = field(default_factory=Counter)  # by reason
     pages_this_run: int = 0  # committed by this run, of every kind
@@ -53,4 +55,13 @@ class Stats:
     @property
     def pages(self) -> int:
         """Pages committed, of every kind."""
-        return self.pages_done + self.pages_failed + self.pages_skipped
+        return self.pages_done + self.pages_failed + self.pages_skipped + self.pages_redirected
+
+    def add(self, other: Stats) -> None:
+        """Add another's totals to these (an earlier run's, read from the database)."""
+        self.pages_done += other.pages_done
+        self.pages_failed += other.pages_failed
+        self.pages_skipped += other.pages_skipped
+        self.pages_redirected += other.pages_redirected
+        self.items += other.items
+        self.items_dropped.update(other.items_dropped)

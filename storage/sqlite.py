@@ -1,7 +1,8 @@
 """Store: the crawl's one SQLite database and its one writer.
 
 Tables: `crawl` (which spider owns the file), `requests` (the frontier: every admitted
-request, and once fetched, its page's outcome), `items`. `commit_pages()` is one
+request, and once fetched, its page's outcome: done, failed, skipped, or redirected to
+the request that is its next hop), `items`. `commit_pages()` is one
 transaction for a batch of pages: each page's items, the requests it found and the
 mark that it is done commit together, so a crash (even kill -9) loses whole pages,
 never half of one, and a resumed crawl stores every item exactly once.
@@ -16,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiosqlite
 
@@ -24,7 +25,7 @@ from crawler.errors import UsageError
 from crawler.http import PageResult, Request
 from crawler.stats import Stats
 
-QUEUED, DONE, FAILED, SKIPPED = 0, 1, 2, 3
+QUEUED, DONE, FAILED, SKIPPED, REDIRECTED = 0, 1, 2, 3, 4
 SCHEMA_VERSION = "1"
 
 _SCHEMA = """
@@ -49,7 +50,8 @@ CREATE TABLE IF NOT EXISTS requests (
     size INTEGER,
     attempts INTEGER,
     error TEXT,
-    finished_at REAL
+    finished_at REAL,
+    redirects INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS requests_queued ON requests (id) WHERE state = 0;
 CREATE UNIQUE INDEX IF NOT EXISTS requests_seen ON requests (fp) WHERE dont_filter = 0;
@@ -62,13 +64,16 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE TABLE IF NOT EXISTS items_dropped (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
 """
-# Columns added since a table was first created: (table, column, definition).
-_ADDED_COLUMNS = [("items", "type", "TEXT")]
-
+# Columns added since a table was first created: (table, column, definition). A database
+# made by an earlier version gets them when opened (_upgrade).
+_ADDED_COLUMNS = [
+    ("requests", "redirects", "INTEGER NOT NULL DEFAULT 0"),
+    ("items", "type", "TEXT"),
+]
 _INSERT_REQUEST = """
 INSERT OR IGNORE INTO requests (id, fp, url, method, headers, body, meta, callback, errback,
-                      priority, depth, dont_filter, parent)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                      priority, depth, dont_filter, parent, redirects)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _COUNT_DROPPED = """
 INSERT INTO dropped (reason, count) VALUES (?, ?)
@@ -83,6 +88,34 @@ UPDATE requests SET state = ?, status = ?, final_url = ?, size = ?, attempts = ?
                     error = ?, finished_at = ?
 WHERE id = ?
 """
+
+
+class RequestRow(NamedTuple):
+    """A request as written to the `requests` table (callbacks by name, JSON encoded)."""
+
+    id: int
+    fp: bytes
+    url: str
+    method: str
+    headers: str | None
+    body: bytes | None
+    meta: str | None
+    callback: str | None
+    errback: str | None
+    priority: int
+    depth: int
+    dont_filter: int
+    parent: int | None
+    redirects: int
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """Where a stored crawl stands, for the frontier to take up."""
+
+    next_key: int  # the next free request key
+    pages_started: int  # requests handed out and committed, over every run
+    queued: int  # requests waiting to be fetched
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +134,7 @@ class StoredRequest:
     priority: int
     depth: int
     dont_filter: bool
+    redirects: int
 
 
 @dataclass(slots=True)
@@ -111,6 +145,7 @@ class Summary:
     pages_done: int = 0
     pages_failed: int = 0
     pages_skipped: int = 0
+    pages_redirected: int = 0
     pages_queued: int = 0
     items: int = 0
     items_dropped: dict[str, int] = field(default_factory=dict)  # by reason
@@ -144,7 +179,7 @@ class Store:
             # NORMAL in WAL mode: a process crash loses nothing committed.
             await self._db.execute("PRAGMA synchronous = NORMAL")
             await self._db.executescript(_SCHEMA)
-            await self._migrate()
+            await self._upgrade()
             await self._claim()
         except BaseException:
             await self._db.close()
@@ -162,8 +197,8 @@ class Store:
         assert self._db is not None, "Store used outside `async with`"
         return self._db
 
-    async def _migrate(self) -> None:
-        """Add the columns a database made by an earlier version lacks."""
+    async def _upgrade(self) -> None:
+        """Bring a database made by an earlier version up to this schema."""
         for table, column, definition in _ADDED_COLUMNS:
             rows = await self.db.execute_fetchall(f"PRAGMA table_info({table})")
             if column not in {row[1] for row in rows}:
@@ -200,18 +235,13 @@ class Store:
                 f"use another --db, or delete the file to start fresh"
             )
 
-    async def load(self) -> tuple[int, int, int, list[str]]:
-        """The next free key, the count of pages fetched, the count of requests queued,
-        and the URLs redirects ended at."""
+    async def load(self) -> Loaded:
+        """Where the stored crawl stands: its next free key, pages started, requests queued."""
         (max_key, started, queued), *_ = await self.db.execute_fetchall(
             "SELECT COALESCE(MAX(id), 0), COUNT(*) FILTER (WHERE state != 0),"
             " COUNT(*) FILTER (WHERE state = 0) FROM requests"
         )
-        rows = await self.db.execute_fetchall(
-            "SELECT final_url FROM requests WHERE final_url IS NOT NULL AND final_url != url"
-            " AND method = 'GET'"
-        )
-        return int(max_key) + 1, int(started), int(queued), [str(row[0]) for row in rows]
+        return Loaded(int(max_key) + 1, int(started), int(queued))
 
     async def stats(self) -> Stats:
         """The crawl's totals over every run so far (pages by outcome, items, drops)."""
@@ -223,8 +253,10 @@ class Store:
                 stats.pages_done = count
             elif state == FAILED:
                 stats.pages_failed = count
+            elif state == REDIRECTED:
+                stats.pages_redirected = count
             else:
-                stats.pages_skipped += count
+                stats.pages_skipped = count
         ((stats.items,),) = await self.db.execute_fetchall("SELECT COUNT(*) FROM items")
         for reason, count in await self.db.execute_fetchall(
             "SELECT reason, count FROM items_dropped"
@@ -237,41 +269,37 @@ class Store:
         and the key up to which every queued request was read."""
         rows = await self.db.execute_fetchall(
             "SELECT id, fp, url, method, headers, body, meta, callback, errback, priority, depth,"
-            " dont_filter FROM requests WHERE state = 0 AND id > ? AND id <= ? ORDER BY id"
-            " LIMIT ?",
+            " dont_filter, redirects FROM requests WHERE state = 0 AND id > ? AND id <= ?"
+            " ORDER BY id LIMIT ?",
             (after, upto, limit),
         )
         requests = [
             StoredRequest(
                 key=r[0], fp=r[1], url=r[2], method=r[3], headers=_loads(r[4]), body=r[5],
                 meta=_loads(r[6]), callback=r[7], errback=r[8], priority=r[9], depth=r[10],
-                dont_filter=bool(r[11]),
+                dont_filter=bool(r[11]), redirects=r[12],
             )
             for r in rows
         ]  # fmt: skip
         return requests, (requests[-1].key if len(requests) == limit else upto)
 
-    async def known(self, fp: bytes) -> bool:
-        """Whether a request with this fingerprint is stored (the seen-set)."""
-        rows = await self.db.execute_fetchall(
-            "SELECT 1 FROM requests WHERE fp = ? AND dont_filter = 0", (fp,)
-        )
-        return bool(rows)
-
     async def add_requests(self, requests: Sequence[Request], dropped: Counter[str]) -> set[int]:
         """Store requests that have no page to commit with (the start requests);
         the keys of those that were new."""
-        return await self._transaction(list(self._request_rows(requests, None)), [], [], dropped)
+        return await self._transaction(
+            list(self._request_rows(requests, None)), [], [], dropped, [], None
+        )
 
     async def commit_pages(self, pages: Sequence[PageResult]) -> set[int]:
         """One transaction: every page's items, its new requests, and its done-mark;
         the keys of the requests that were new (the others were seen before)."""
         now = time.time()
-        request_rows: list[tuple[Any, ...]] = []
+        request_rows: list[RequestRow] = []
         item_rows: list[tuple[int, str, str | None]] = []
         page_rows: list[tuple[Any, ...]] = []
         dropped: Counter[str] = Counter()
         dropped_items: Counter[str] = Counter()
+        hops: list[int] = []  # keys of the redirects' next hops
         for page in pages:
             dropped.update(page.dropped)
             key = page.request.key
@@ -285,19 +313,28 @@ class Store:
                 )
             if page.dropped_items:
                 dropped_items.update(reason for _, reason in page.dropped_items)
-            state = SKIPPED if page.skipped else FAILED if page.error else DONE
+            if page.error:
+                state = SKIPPED if page.skipped else FAILED
+            elif page.redirected:
+                state = REDIRECTED
+                hops.extend(r.key for r in page.requests)
+            else:
+                state = DONE
             page_rows.append(
                 (state, page.status, page.url, page.size, page.attempts, page.error, now, key)
             )
-        return await self._transaction(request_rows, item_rows, page_rows, dropped, dropped_items)
+        return await self._transaction(
+            request_rows, item_rows, page_rows, dropped, hops, dropped_items
+        )
 
     async def _transaction(
         self,
-        request_rows: list[tuple[Any, ...]],
+        request_rows: list[RequestRow],
         item_rows: list[tuple[int, str, str | None]],
         page_rows: list[tuple[Any, ...]],
         dropped: Counter[str],
-        dropped_items: Counter[str] | None = None,
+        hops: list[int],
+        dropped_items: Counter[str] | None,
     ) -> set[int]:
         db = self.db
         new: set[int] = set()
@@ -308,11 +345,11 @@ class Store:
                 # Keys are handed out in order: those in the range that exist are new.
                 keys = await db.execute_fetchall(
                     "SELECT id FROM requests WHERE id BETWEEN ? AND ?",
-                    (request_rows[0][0], request_rows[-1][0]),
+                    (request_rows[0].id, request_rows[-1].id),
                 )
                 new = {key for (key,) in keys}
                 if len(new) < len(request_rows):
-                    dropped = dropped + Counter(duplicate=len(request_rows) - len(new))
+                    dropped = dropped + _duplicates(len(request_rows) - len(new), hops, new)
             if item_rows:
                 await db.executemany(
                     "INSERT INTO items (page, data, type) VALUES (?, ?, ?)", item_rows
@@ -331,19 +368,27 @@ class Store:
         return new
 
     @staticmethod
-    def _request_rows(
-        requests: Iterable[Request], parent: Request | None
-    ) -> Iterator[tuple[Any, ...]]:
+    def _request_rows(requests: Iterable[Request], parent: Request | None) -> Iterator[RequestRow]:
         parent_key = parent.key if parent is not None else None
+        row = RequestRow._make  # the class call costs twice as much, once per new link
         for r in requests:
-            yield (
+            yield row((
                 r.key, r.fp, r.url, r.method,
                 _dumps(dict(r.headers)) if r.headers else None,
                 r.body,
                 _dumps(dict(r.meta)) if r.meta else None,
                 _name(r.callback), _name(r.errback),
-                r.priority, r.depth, int(r.dont_filter), parent_key,
-            )  # fmt: skip
+                r.priority, r.depth, int(r.dont_filter), parent_key, r.redirects,
+            ))  # fmt: skip
+
+
+def _duplicates(count: int, hops: list[int], new: set[int]) -> Counter[str]:
+    """The drop reasons of `count` requests the unique index refused: a redirect's next
+    hop among them is counted as a redirect to a page already crawled."""
+    lost_hops = sum(1 for key in hops if key not in new)
+    counts = Counter({"redirect to a page already crawled": lost_hops})
+    counts["duplicate"] = count - lost_hops
+    return +counts  # without the zero counts
 
 
 def _name(callback: Any) -> str | None:
@@ -416,6 +461,8 @@ def read_summary(db: sqlite3.Connection) -> Summary:
             summary.pages_done = count
         elif state == FAILED:
             summary.pages_failed = count
+        elif state == REDIRECTED:
+            summary.pages_redirected = count
         else:
             summary.pages_skipped = count
     summary.items = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]

@@ -102,6 +102,17 @@ async def test_fetch_prints_the_body_or_the_headers(site: Site) -> None:
     assert code == 2 and len(err.strip().splitlines()) == 1
 
 
+async def test_fetch_of_a_redirect_prints_the_page_it_ends_at(site: Site) -> None:
+    start = site.url(f"/redirect?to={site.url('/redirect?to=/g/3')}")
+    code, out, err = await crawler("fetch", start)
+    assert code == 0, err
+    assert "<title>127.0.0.1 3</title>" in out
+    assert site.hits_of("/g/3") == 1 and site.hits_of("/robots.txt") == 1
+
+    code, out, err = await crawler("fetch", start, "--headers", "-s", "ROBOTS=0")
+    assert code == 0 and out.splitlines()[0] == f"200 {site.url('/g/3')}", out
+
+
 async def test_parse_runs_a_callback_and_follows_to_a_depth(site: Site, tmp_path: Path) -> None:
     code, out, err = await crawler(
         "parse", site.url("/g/1"), "--spider", str(SPIDER), "-s", "ROBOTS=0"

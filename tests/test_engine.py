@@ -7,6 +7,7 @@ import gc
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from conftest import HOSTS, PAGES_PER_HOST, Site
 from crawler import Request, Response, Spider, frontier
 from crawler.engine import _Budget, crawl
 from crawler.errors import FetchError
+from crawler.http import MAX_REDIRECTS, redirect_request
+from crawler.urls import fingerprint
 from graph_spider import GraphSpider
 
 FAST = {"ROBOTS": False, "RETRIES": 3}
@@ -177,10 +180,117 @@ async def test_a_redirect_is_followed_and_its_target_deduplicated(
     urls = [site.url(f"/redirect?to={target}"), site.url(f"/redirect?to={target}&x=1")]
     summary = await crawl_urls(tmp_path, urls)
 
-    # Each hop is checked before it is followed: the second redirect is not.
+    # Each hop is admitted like a link: the second one is a duplicate, not fetched.
     assert site.hits_of("/g/1") == 1
     assert summary.items == 1
-    assert summary.pages_done == 1 and summary.pages_skipped == 1
+    assert summary.pages_done == 1 and summary.pages_redirected == 2
+    assert summary.dropped == {"redirect to a page already crawled": 1}
+
+
+def test_a_hop_keeps_its_request_and_a_303_or_a_redirected_post_becomes_a_get() -> None:
+    form = {"Content-Type": "application/x-www-form-urlencoded", "X-Kept": "1"}
+    post = Request(
+        "http://a.example/form", method="POST", body=b"x=1", meta={"m": 1}, priority=3,
+        headers={**form, "Authorization": "secret"}, dont_filter=True, depth=2,
+    )  # fmt: skip
+
+    def answer(status: int, location: str, request: Request = post) -> Response:
+        return Response(request.url, status, {"Location": location}, b"", request)
+
+    hop = redirect_request(answer(303, "done"))
+    assert hop is not None and hop.url == "http://a.example/done"
+    assert hop.method == "GET" and hop.body is None  # and no Content-Type left
+    assert hop.headers == {"X-Kept": "1", "Authorization": "secret"}
+    assert hop.meta == {"m": 1} and hop.priority == 3 and hop.dont_filter
+    assert hop.depth == 2 and hop.redirects == 1  # the same page, one hop on
+    found = redirect_request(answer(302, "/b"))
+    assert found is not None and found.method == "GET"
+    kept = redirect_request(answer(307, "http://b.example/x"))
+    assert kept is not None and (kept.method, kept.body, kept.headers) == ("POST", b"x=1", form)
+    assert redirect_request(answer(302, "")) is None  # no Location: the callback gets it
+    assert redirect_request(answer(200, "/x")) is None
+    with pytest.raises(FetchError, match="TooManyRedirects"):
+        redirect_request(answer(301, "/y", post.replace(redirects=MAX_REDIRECTS)))
+
+
+async def test_a_redirect_to_another_host_waits_for_that_hosts_per_host_cap(
+    site: Site, tmp_path: Path
+) -> None:
+    site.page_delay = 0.05  # the targets answer slowly, the redirects at once
+    other = HOSTS[1]
+    urls = [site.url(f"/redirect?to={site.url(f'/g/{n}', other)}") for n in range(8)]
+    summary = await crawl_urls(tmp_path, urls, PER_HOST=2, CONCURRENCY=16)
+
+    assert summary.pages_redirected == 8 and summary.pages_done == 8
+    assert [site.hits_of(f"/g/{n}", other) for n in range(8)] == [1] * 8
+    assert site.max_in_flight[site.urls[other].removeprefix("http://")] == 2
+
+
+# The requests table as the version before `redirects` made it.
+OLD_REQUESTS_TABLE = """
+CREATE TABLE crawl (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE requests (
+    id INTEGER PRIMARY KEY,
+    fp BLOB NOT NULL,
+    url TEXT NOT NULL,
+    method TEXT NOT NULL,
+    headers TEXT,
+    body BLOB,
+    meta TEXT,
+    callback TEXT,
+    errback TEXT,
+    priority INTEGER NOT NULL,
+    depth INTEGER NOT NULL,
+    dont_filter INTEGER NOT NULL,
+    parent INTEGER,
+    state INTEGER NOT NULL DEFAULT 0,
+    status INTEGER,
+    final_url TEXT,
+    size INTEGER,
+    attempts INTEGER,
+    error TEXT,
+    finished_at REAL
+);
+CREATE INDEX requests_queued ON requests (id) WHERE state = 0;
+CREATE UNIQUE INDEX requests_seen ON requests (fp) WHERE dont_filter = 0;
+CREATE TABLE dropped (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE items (
+    id INTEGER PRIMARY KEY,
+    page INTEGER NOT NULL REFERENCES requests (id),
+    data TEXT NOT NULL
+);
+"""
+
+
+async def test_a_database_of_the_previous_schema_opens_and_resumes(
+    site: Site, tmp_path: Path
+) -> None:
+    db = tmp_path / "f.db"
+    done = site.url("/g/1")
+    # Queued: a redirect to a new page, and one to the page done before.
+    queued = [site.url(f"/redirect?to={site.url(path)}") for path in ("/g/2", "/g/1")]
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.executescript(OLD_REQUESTS_TABLE)
+        conn.executemany(
+            "INSERT INTO crawl VALUES (?, ?)",
+            [("spider", FaultSpider.name), ("schema", "1"), ("created", "0")],
+        )
+        conn.executemany(
+            "INSERT INTO requests (id, fp, url, method, priority, depth, dont_filter, state)"
+            " VALUES (?, ?, ?, 'GET', 0, 0, 0, ?)",
+            [(key, fingerprint("GET", url, None), url, int(key == 1))
+             for key, url in enumerate([done, *queued], 1)],
+        )  # fmt: skip
+    summary = await crawl_urls(tmp_path, [done])
+
+    assert site.hits_of("/g/1") == 0  # done before: not fetched again
+    assert site.hits_of("/g/2") == 1 and summary.items == 1
+    assert summary.pages_done == 2 and summary.pages_redirected == 2
+    # Caught by the database's unique index alone: this run's memory had not seen /g/1.
+    assert summary.dropped == {"redirect to a page already crawled": 1}
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT url, redirects FROM requests ORDER BY id").fetchall()
+    assert rows == [(done, 0), (queued[0], 0), (queued[1], 0), (site.url("/g/2"), 1)]
 
 
 class Callbacks(Spider):

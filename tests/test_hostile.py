@@ -24,6 +24,7 @@ import pytest
 
 from crawler import Request, Response, Spider
 from crawler.engine import crawl
+from crawler.http import MAX_REDIRECTS
 from crawler.storage.sqlite import Summary
 from hostile_site import (
     BAD_HREFS,
@@ -109,7 +110,7 @@ def stored_items(db: Path) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    state: int  # 0 queued, 1 done, 2 failed, 3 skipped
+    state: int  # 0 queued, 1 done, 2 failed, 3 skipped, 4 redirected
     status: int | None
     error: str | None
     attempts: int | None
@@ -407,28 +408,80 @@ async def test_a_spider_that_asks_to_parse_a_binary_body_does_not_crash(
 
 
 # -- bad responses: redirects -------------------------------------------------------------
+# The fetcher follows no redirect: each hop is a request of its own, admitted by the
+# frontier like a link (at the depth of the page that redirected) and fetched once.
+
+
+def hops(db: Path) -> list[tuple[str, int, int]]:
+    """(url, state, redirects) of every request, in the order they were admitted."""
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT url, state, redirects FROM requests ORDER BY id").fetchall()
 
 
 async def test_a_chain_of_five_redirects_is_followed(hostile: HostileSite, tmp_path: Path) -> None:
-    summary, items = await run(Echo, [hostile.url("/chain/5")], tmp_path / "r.db")
+    db = tmp_path / "r.db"
+    summary, items = await run(Echo, [hostile.url("/chain/5")], db)
 
     assert [hostile.hits_of(f"/chain/{n}") for n in range(6)] == [1] * 6
     assert [(item["url"], item["title"]) for item in items] == [
         (hostile.url("/chain/0"), "end of chain")
     ]
-    assert summary.pages_done == 1 and summary.errors == {}
+    assert summary.pages_done == 1 and summary.pages_redirected == 5 and summary.errors == {}
+    assert hops(db) == [(hostile.url(f"/chain/{5 - n}"), 4 if n < 5 else 1, n) for n in range(6)]
+    with sqlite3.connect(db) as conn:  # a hop is the page it stands for, not a link from it
+        assert {depth for (depth,) in conn.execute("SELECT depth FROM requests")} == {0}
 
 
-async def test_a_redirect_loop_ends_as_an_error(hostile: HostileSite, tmp_path: Path) -> None:
+async def test_a_cached_redirect_is_replayed_hop_by_hop(
+    hostile: HostileSite, tmp_path: Path
+) -> None:
+    cache = str(tmp_path / "cache.sqlite")
+    await run(Echo, [hostile.url("/chain/2")], tmp_path / "a.db", CACHE=cache)
+    before = len(hostile.hits)
+    summary, items = await run(Echo, [hostile.url("/chain/2")], tmp_path / "b.db", CACHE=cache)
+
+    assert len(hostile.hits) == before  # the 302s came from the cache, with their Location
+    assert summary.pages_redirected == 2 and summary.pages_done == 1
+    assert [item["url"] for item in items] == [hostile.url("/chain/0")]
+
+
+async def test_a_redirect_loop_ends_and_the_crawl_goes_on(
+    hostile: HostileSite, tmp_path: Path
+) -> None:
     db = tmp_path / "r.db"
     summary, items = await run(Echo, [hostile.url("/loop/0"), hostile.url("/page/after")], db)
 
-    loop_hits = sum(1 for hit in hostile.hits if hit.path.startswith("/loop/"))
-    assert 2 <= loop_hits <= 2 * 21  # a limit was hit, even if the loop was retried
-    assert summary.pages_failed == 1 and summary.pages_done == 1
-    row = request_rows(db)[hostile.url("/loop/0")]
-    assert row.state == 2 and row.error is not None and "redirect" in row.error.lower()
+    # /loop/0 -> /loop/1 -> /loop/0, a page already crawled: the loop ends there.
+    assert [hostile.hits_of("/loop/0"), hostile.hits_of("/loop/1")] == [1, 1]
+    assert summary.pages_redirected == 2 and summary.pages_done == 1
+    assert summary.pages_failed == 0 and summary.pages_queued == 0
+    assert summary.dropped == {"redirect to a page already crawled": 1}
     assert [item["title"] for item in items] == ["after"]  # the crawl went on
+
+
+class Unfiltered(Echo):
+    """Every start request with dont_filter: a redirect loop is not cut by the seen-set."""
+
+    name = "unfiltered"
+
+    def start_requests(self) -> Iterator[Request]:
+        for url in self.start_urls:
+            yield Request(url, dont_filter=True)
+
+
+async def test_more_than_max_redirects_fails_the_page_with_too_many_redirects(
+    hostile: HostileSite, tmp_path: Path
+) -> None:
+    db = tmp_path / "r.db"
+    summary, items = await run(Unfiltered, [hostile.url("/loop/0"), hostile.url("/page/after")], db)
+
+    loop_hits = sum(1 for hit in hostile.hits if hit.path.startswith("/loop/"))
+    assert loop_hits == MAX_REDIRECTS + 1  # the start, then 10 hops; the 10th redirects too
+    assert summary.pages_redirected == MAX_REDIRECTS and summary.pages_failed == 1
+    assert summary.errors == {"TooManyRedirects": 1}
+    last = hops(db)[-1]
+    assert last[1:] == (2, MAX_REDIRECTS) and hostile.url("/loop/") in last[0]
+    assert [item["title"] for item in items] == ["after"]
 
 
 async def test_two_urls_redirecting_to_one_page_yield_one_item(
@@ -439,10 +492,17 @@ async def test_two_urls_redirecting_to_one_page_yield_one_item(
         hostile.url("/redirect?to=/page/one%3Fa%3D1%26b%3D2"),
         hostile.url("/redirect?to=/page/one%3Fb%3D2%26a%3D1"),
     ]
-    summary, items = await run(Echo, urls, tmp_path / "r.db")
+    db = tmp_path / "r.db"
+    summary, items = await run(Echo, urls, db)
 
+    assert sum(1 for hit in hostile.hits if hit.path.startswith("/page/one")) == 1
     assert len(items) == 1 and items[0]["title"] == "one"
-    assert summary.pages_done == 1 and summary.pages_skipped == 1
+    assert summary.pages_done == 1 and summary.pages_redirected == 2
+    assert summary.dropped == {"redirect to a page already crawled": 1}
+    status = await asyncio.to_thread(cli, "status", str(db))
+    lines = status.stdout.splitlines()
+    assert lines[lines.index("skipped: 0") + 1] == "redirected: 2", lines
+    assert "links not queued: redirect to a page already crawled: 1" in lines
 
 
 class HomeOnly(Echo):
@@ -450,26 +510,48 @@ class HomeOnly(Echo):
     allowed_domains = [HOSTS[0]]
 
 
-async def test_an_off_domain_redirect_target_is_dropped(
+async def test_an_off_domain_or_invalid_redirect_target_is_dropped(
     hostile: HostileSite, tmp_path: Path
 ) -> None:
     off = hostile.url("/page/off", HOSTS[2])
-    summary, items = await run(HomeOnly, [hostile.url(f"/redirect?to={off}")], tmp_path / "r.db")
+    urls = [hostile.url(f"/redirect?to={off}"), hostile.url("/redirect?to=mailto:a@b.example")]
+    summary, items = await run(HomeOnly, urls, tmp_path / "r.db")
 
     assert hostile.hits_on(HOSTS[2]) == []
-    assert not [item for item in items if HOSTS[2] in item["url"]]
-    assert summary.pages_done == 0
+    assert items == [] and summary.pages_done == 0 and summary.pages_redirected == 2
+    assert summary.dropped == {"redirect off-domain": 1, "redirect to an invalid URL": 1}
 
 
 async def test_a_redirect_into_a_robots_disallowed_path_is_not_followed(
     hostile: HostileSite, tmp_path: Path
 ) -> None:
     hostile.robots[HOSTS[0]] = RobotsTxt(200, "User-agent: *\nDisallow: /private/\n")
-    urls = [hostile.url("/redirect?to=/private/secret")]
-    summary, items = await run(Echo, urls, tmp_path / "r.db", ROBOTS=True)
+    db = tmp_path / "r.db"
+    summary, items = await run(Echo, [hostile.url("/redirect?to=/private/secret")], db, ROBOTS=True)
 
     assert hostile.hits_of("/private/secret") == 0
     assert items == [] and summary.pages_done == 0
+    assert summary.pages_redirected == 1 and summary.pages_skipped == 1
+    assert request_rows(db)[hostile.url("/private/secret")] == Row(
+        3, None, "forbidden by robots.txt", 0
+    )
+
+
+async def test_a_crawl_stopped_with_a_hop_queued_resumes_with_its_redirect_count(
+    hostile: HostileSite, tmp_path: Path
+) -> None:
+    db = tmp_path / "r.db"
+    # /chain/12 -> /chain/11 -> ...: stopped after 10 pages, with the 10th hop queued.
+    first, _ = await run(Echo, [hostile.url("/chain/12")], db, MAX_PAGES=MAX_REDIRECTS)
+    assert first.pages_redirected == MAX_REDIRECTS and first.pages_queued == 1
+    assert hops(db)[-1] == (hostile.url("/chain/2"), 0, MAX_REDIRECTS)
+
+    summary, items = await run(Echo, [hostile.url("/chain/12")], db)
+
+    # Resumed at 10 hops, not 0: /chain/2's redirect is one too many.
+    assert hostile.hits_of("/chain/2") == 1 and hostile.hits_of("/chain/1") == 0
+    assert summary.errors == {"TooManyRedirects": 1} and items == []
+    assert [hostile.hits_of(f"/chain/{n}") for n in range(2, 13)] == [1] * 11
 
 
 # -- bad responses: broken connections ----------------------------------------------------

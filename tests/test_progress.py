@@ -41,6 +41,7 @@ class FakeCrawl:
             pages_done=done - self.calls,  # done + failed: 50 pages a call
             pages_failed=self.calls,
             pages_skipped=0,
+            pages_redirected=0,
             queued=5000 + self.queue_step * self.calls,
             in_flight=64,
             items=2 * done,

@@ -1,9 +1,10 @@
 """An HTTP cache for development: responses in a SQLite file, keyed by request fingerprint.
 
 A crawl with `CACHE=PATH` replays every response the file holds (status, headers, body,
-final URL) without touching the network, and stores every new one whose status is
-below 400 (redirects are followed first; the page they end at is stored under the
-request that started them). `CACHE_EXPIRE` seconds (0: never) ages entries out.
+URL) without touching the network, and stores every new one whose status is below 400.
+A redirect is stored as it came, with its Location, under the request it answered, so a
+replay takes the same hops, each a request of its own. `CACHE_EXPIRE` seconds (0: never)
+ages entries out.
 """
 
 from __future__ import annotations

@@ -88,8 +88,8 @@ async def _admit(
     frontier: Frontier, store: Store | None, requests: list[Request], parent: Request | None
 ) -> list[Request]:
     if store is not None:
-        next_key, started, queued, _ = await store.load()
-        frontier.restore(next_key, started, queued)
+        stored = await store.load()
+        frontier.restore(stored.next_key, stored.pages_started, stored.queued)
     admission = frontier.admit(requests, parent)
     if store is not None:
         new = await store.add_requests(admission.accepted, admission.dropped)
@@ -103,7 +103,9 @@ async def _one(page: OnePage, request: Request) -> PageResult:
         response = await page.fetch(request)
     except FetchError as exc:
         return PageResult(request, attempts=exc.attempts, error=exc.reason)
-    return await page.parse(response)
+    result = await page.parse(response)
+    result.request = request  # the page stored is the one asked for, not its last hop
+    return result
 
 
 def _print_page(result: PageResult, out: TextIO) -> None:

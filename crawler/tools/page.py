@@ -9,7 +9,7 @@ from types import TracebackType
 
 from crawler.errors import FetchError
 from crawler.fetcher import Fetcher
-from crawler.http import PageResult, Request, Response
+from crawler.http import PageResult, Request, Response, redirect_request
 from crawler.parse import Parser
 from crawler.robots import Robots
 from crawler.settings import Settings
@@ -47,18 +47,20 @@ class OnePage:
         await self._fetcher.__aexit__(exc_type, exc, tb)
 
     async def fetch(self, request: Request | str) -> Response:
-        """The response to a request (or URL); FetchError if it fails or robots.txt forbids it.
-        An error status (404, 500...) comes back as a Response, for looking at."""
-        if isinstance(request, str):
-            request = Request(request)
-        if self._robots is not None and not await self._robots.allowed(request.url):
-            raise RobotsDenied(request, "forbidden by robots.txt")
-        try:
-            response, _ = await self._fetcher.fetch(request)
-        except FetchError as exc:
-            if exc.response is None:
-                raise
-            return exc.response
+        """The response to a request (or URL), after its redirects (each hop checked
+        against robots.txt, MAX_REDIRECTS at most); FetchError if it fails or robots.txt
+        forbids it. An error status (404, 500...) comes back as a Response, for looking at."""
+        hop: Request | None = Request(request) if isinstance(request, str) else request
+        while hop is not None:
+            if self._robots is not None and not await self._robots.allowed(hop.url):
+                raise RobotsDenied(hop, "forbidden by robots.txt")
+            try:
+                response, _ = await self._fetcher.fetch(hop)
+            except FetchError as exc:
+                if exc.response is None:
+                    raise
+                return exc.response
+            hop = redirect_request(response)  # FetchError past MAX_REDIRECTS
         return response
 
     async def parse(self, response: Response, callback: str | None = None) -> PageResult:
