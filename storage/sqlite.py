@@ -26,6 +26,14 @@ from crawler.http import PageResult, Request
 from crawler.stats import Stats
 
 QUEUED, DONE, FAILED, SKIPPED, REDIRECTED = 0, 1, 2, 3, 4
+# Where Summary and Stats count the pages in each state.
+_COUNTED_AS = {
+    QUEUED: "pages_queued",
+    DONE: "pages_done",
+    FAILED: "pages_failed",
+    SKIPPED: "pages_skipped",
+    REDIRECTED: "pages_redirected",
+}
 SCHEMA_VERSION = "1"
 
 _SCHEMA = """
@@ -249,14 +257,7 @@ class Store:
         for state, count in await self.db.execute_fetchall(
             "SELECT state, COUNT(*) FROM requests WHERE state != 0 GROUP BY state"
         ):
-            if state == DONE:
-                stats.pages_done = count
-            elif state == FAILED:
-                stats.pages_failed = count
-            elif state == REDIRECTED:
-                stats.pages_redirected = count
-            else:
-                stats.pages_skipped = count
+            setattr(stats, _COUNTED_AS[state], count)
         ((stats.items,),) = await self.db.execute_fetchall("SELECT COUNT(*) FROM items")
         for reason, count in await self.db.execute_fetchall(
             "SELECT reason, count FROM items_dropped"
@@ -455,16 +456,7 @@ def read_summary(db: sqlite3.Connection) -> Summary:
     ):
         summary.retries += retries
         summary.bytes += size
-        if state == QUEUED:
-            summary.pages_queued = count
-        elif state == DONE:
-            summary.pages_done = count
-        elif state == FAILED:
-            summary.pages_failed = count
-        elif state == REDIRECTED:
-            summary.pages_redirected = count
-        else:
-            summary.pages_skipped = count
+        setattr(summary, _COUNTED_AS[state], count)
     summary.items = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
     summary.errors = dict(
         db.execute(
