@@ -191,3 +191,6 @@ class PageResult:
     error: str | None = None  # the kind shown in status: "404", "TimeoutError", ...
     skipped: bool = False  # not fetched on purpose (robots.txt): neither done nor failed
     dropped: Counter[str] = field(default_factory=Counter)  # links refused, by reason
+    elapsed: float | None = None  # seconds the fetch took (for the dashboard)
+    headers: Mapping[str, str] | None = None  # the response's headers, when there was one
+    error_text: str | None = None  # the error's message, beside its kind in `error`
