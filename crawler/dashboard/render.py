@@ -176,7 +176,8 @@ def hosts(rows: list[dict[str, Any]], sort: str, desc: bool) -> str:
         if key == "state":
             headers.append(name)
             continue
-        order = "asc" if key == sort and desc else "desc"
+        first = "asc" if key == "host" else "desc"  # names A-Z, counts most first
+        order = ("asc" if desc else "desc") if key == sort else first
         arrow = (" ▼" if desc else " ▲") if key == sort else ""
         headers.append(link("/hosts", name + arrow, sort=key, order=order))
     body = [
