@@ -308,3 +308,20 @@ async def test_a_database_from_before_the_dashboard_still_shows(crawled: Path) -
         hosts = queries.hosts(ro, schema, running=False)
         assert sum(h["done"] for h in hosts) == int(status["done"])
     ro.close()
+
+
+async def test_a_rare_filter_reads_a_bounded_span_and_pages_on(
+    crawled: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(queries, "FILTER_SCAN", 7)  # items looked at per read
+    with sqlite3.connect(f"file:{crawled}?mode=ro", uri=True) as ro:
+        expected = [k for (k,) in ro.execute("SELECT id FROM items WHERE data LIKE '%/g/3%'")]
+        after: int | None = 0
+        found, reads = [], 0
+        while after is not None and reads < 100:
+            rows, after = queries.items(ro, "/g/3", after, 5)
+            found += [row["id"] for row in rows]
+            reads += 1
+    ro.close()
+    assert found == expected and len(expected) > 5
+    assert reads > len(expected) // 5 + 1  # spans without a match were read, and passed

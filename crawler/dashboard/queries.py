@@ -28,6 +28,7 @@ from crawler.storage.sqlite import (
 
 LIVE_STALE = 15.0  # seconds without a heartbeat after which a "running" crawl is not
 RATE_WINDOW = 5  # minutes of the recent pages/s behind the ETA
+FILTER_SCAN = 100_000  # items a filtered read looks at, at most
 MAX_MINUTES = 720  # points at most on the rate chart; older minutes are merged
 HOST_SORTS = ("host", "done", "failed", "skipped", "waiting", "in_flight", "p50", "p95", "bytes")
 STATE_NAMES = {QUEUED: "queued", DONE: "done", FAILED: "failed", SKIPPED: "skipped"}
@@ -236,22 +237,29 @@ def items(
     db: sqlite3.Connection, contains: str, after: int, limit: int
 ) -> tuple[list[dict[str, Any]], int | None]:
     """Stored items by key after `after`, those whose JSON contains `contains` (any field,
-    case-sensitive); and the key to page on from."""
+    case-sensitive); and the key to page on from. A filtered read looks at FILTER_SCAN
+    items at most, so a rare match answers in bounded time (fewer rows, and a key to
+    scan on from) instead of reading the whole table."""
     if contains:
-        cursor = db.execute(
-            "SELECT id, page, data FROM items WHERE id > ? AND instr(data, ?) > 0"
+        rows = db.execute(
+            "SELECT id, page, data FROM items WHERE id > ? AND id <= ? AND instr(data, ?) > 0"
             " ORDER BY id LIMIT ?",
-            (after, contains, limit + 1),
-        )
+            (after, after + FILTER_SCAN, contains, limit + 1),
+        ).fetchall()
     else:
-        cursor = db.execute(
+        rows = db.execute(
             "SELECT id, page, data FROM items WHERE id > ? ORDER BY id LIMIT ?", (after, limit + 1)
-        )
-    rows = cursor.fetchall()
+        ).fetchall()
     found = [
         {"id": key, "page": page, "item": json.loads(data)} for key, page, data in rows[:limit]
     ]
-    return found, (found[-1]["id"] if len(rows) > limit else None)
+    if len(rows) > limit:
+        return found, found[-1]["id"]
+    if contains:
+        (last,) = db.execute("SELECT MAX(id) FROM items").fetchone()
+        if last is not None and after + FILTER_SCAN < last:
+            return found, after + FILTER_SCAN
+    return found, None
 
 
 def page(db: sqlite3.Connection, schema: Schema, key: int, limit: int) -> dict[str, Any] | None:

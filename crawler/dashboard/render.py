@@ -253,7 +253,12 @@ def items(found: list[dict[str, Any]], contains: str, next_after: int | None, to
         f" all {number(total)} items, as <code>crawler export</code> writes them</p>"
     )
     headers = ["item"] + [escape(c) for c in columns]
-    shown = table(headers, rows, table_id="items") if found else "<p>No items match.</p>"
+    if found:
+        shown = table(headers, rows, table_id="items")
+    elif next_after is not None:
+        shown = f"<p>None of the items up to #{next_after:,} match; next → looks further.</p>"
+    else:
+        shown = "<p>No items match.</p>"
     return form + downloads + shown + pager("/items", next_after, q=contains)
 
 
