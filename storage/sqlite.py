@@ -137,11 +137,6 @@ _COUNT_TIME = """
 INSERT INTO host_times (host, bucket, count) VALUES (?, ?, ?)
 ON CONFLICT (host, bucket) DO UPDATE SET count = count + excluded.count
 """
-_NOTE_PAGE = """
-UPDATE requests SET elapsed = ?, response_headers = ?, error_text = ?, links_from = ?,
-                    links_to = ?
-WHERE id = ?
-"""
 TIME_BUCKETS = 8  # response-time histogram buckets per doubling (each ~9% wide)
 
 _INSERT_REQUEST = """
@@ -155,7 +150,8 @@ ON CONFLICT (reason) DO UPDATE SET count = count + excluded.count
 """
 _FINISH_PAGE = """
 UPDATE requests SET state = ?, status = ?, final_url = ?, size = ?, attempts = ?,
-                    error = ?, finished_at = ?
+                    error = ?, finished_at = ?, elapsed = ?, response_headers = ?,
+                    error_text = ?, links_from = ?, links_to = ?
 WHERE id = ?
 """
 
@@ -365,15 +361,19 @@ class Store:
         dropped: Counter[str] = Counter()
         stats = _PageStats(now)
         for page in pages:
-            stats.add(page)
             dropped.update(page.dropped)
             key = page.request.key
             request_rows.extend(self._request_rows(page.requests, page.request))
             item_rows.extend((key, _dumps(item)) for item in page.items)
             state = SKIPPED if page.skipped else FAILED if page.error else DONE
-            page_rows.append(
-                (state, page.status, page.url, page.size, page.attempts, page.error, now, key)
-            )
+            stats.add(page, state)
+            links = page.requests  # the first and last key bound them: a key range read
+            page_rows.append((
+                state, page.status, page.url, page.size, page.attempts, page.error, now,
+                page.elapsed, _dumps(dict(page.headers)) if page.headers is not None else None,
+                page.error_text, links[0].key if links else None,
+                links[-1].key if links else None, key,
+            ))  # fmt: skip
         return await self._transaction(request_rows, item_rows, page_rows, dropped, stats)
 
     async def _transaction(
@@ -448,11 +448,9 @@ class _PageStats:
         self.totals = [0, 0, 0, 0, 0, 0]  # pages, failed, skipped, items, bytes, retries
         self.hosts: dict[str, list[int]] = {}  # host -> done, failed, skipped, bytes
         self.times: Counter[tuple[str, int]] = Counter()
-        self.notes: list[tuple[Any, ...]] = []
 
-    def add(self, page: PageResult) -> None:
-        """Count one page."""
-        state = SKIPPED if page.skipped else FAILED if page.error else DONE
+    def add(self, page: PageResult, state: int) -> None:
+        """Count one page, stored in `state`."""
         host = host_of(page.request.url)
         counts = self.hosts.get(host)
         if counts is None:
@@ -468,22 +466,12 @@ class _PageStats:
         totals[5] += max(page.attempts - 1, 0)
         if page.elapsed is not None:
             self.times[host, time_bucket(page.elapsed)] += 1
-        keys = page.requests
-        self.notes.append((
-            page.elapsed,
-            _dumps(dict(page.headers)) if page.headers is not None else None,
-            page.error_text,
-            keys[0].key if keys else None,
-            keys[-1].key if keys else None,
-            page.request.key,
-        ))  # fmt: skip
 
     async def write(self, db: aiosqlite.Connection) -> None:
-        """Upsert the counts, note each page's timing, headers and links."""
+        """Upsert the counts: one row for the minute, one per host and time bucket."""
         await db.execute(_COUNT_MINUTE, (self.minute, *self.totals))
         await db.executemany(_COUNT_HOST, [(host, *c) for host, c in self.hosts.items()])
         await db.executemany(_COUNT_TIME, [(h, b, n) for (h, b), n in self.times.items()])
-        await db.executemany(_NOTE_PAGE, self.notes)
 
 
 def time_bucket(seconds: float) -> int:

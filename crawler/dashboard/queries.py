@@ -292,10 +292,11 @@ def page(db: sqlite3.Connection, schema: Schema, key: int, limit: int) -> dict[s
             "SELECT data FROM items WHERE page = ? ORDER BY id LIMIT ?", (key, limit)
         )
     ]
-    if "links_from" in schema.page_columns and state != QUEUED:
-        if links_from is None:
-            links: list[Any] = []
-        else:
+    links: list[Any] = []
+    if state == QUEUED:
+        pass  # not fetched yet: no links
+    elif "links_from" in schema.page_columns:
+        if links_from is not None:
             links = db.execute(
                 "SELECT id, url, state FROM requests WHERE id BETWEEN ? AND ? AND parent = ?"
                 " ORDER BY id LIMIT ?",
