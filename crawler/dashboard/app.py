@@ -140,13 +140,21 @@ def _summary(conn: sqlite3.Connection, schema: queries.Schema) -> dict[str, Any]
     return queries.summary(conn, schema, time.time())
 
 
+def _overview(
+    conn: sqlite3.Connection, schema: queries.Schema
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    now = time.time()
+    facts = queries.summary(conn, schema, now)
+    return facts, queries.rate(conn, schema, now if facts["state"] == "running" else None)
+
+
 # --- the HTML views ---
 
 
 async def overview(request: web.Request) -> web.Response:
     """The crawl's facts and its rate chart."""
     _params(request, set())
-    facts, points = await _read(request, lambda c, s: (_summary(c, s), queries.rate(c, s)))
+    facts, points = await _read(request, _overview)
     return _html("Crawl", "/", facts, render.overview(facts, points))
 
 
@@ -279,7 +287,8 @@ async def api_summary(request: web.Request) -> web.Response:
 async def api_rate(request: web.Request) -> web.Response:
     """Per minute: pages/s and failed pages."""
     _params(request, set())
-    return _json(await _read(request, queries.rate))
+    _, points = await _read(request, _overview)
+    return _json(points)
 
 
 async def api_hosts(request: web.Request) -> web.Response:

@@ -123,8 +123,9 @@ def _recent_rate(db: sqlite3.Connection, now: float) -> float | None:
     return pages / seconds if seconds > 0 else None
 
 
-def rate(db: sqlite3.Connection, schema: Schema) -> list[dict[str, Any]]:
-    """Per minute (epoch minutes, gaps filled with zeros): pages/s and failures a minute."""
+def rate(db: sqlite3.Connection, schema: Schema, now: float | None = None) -> list[dict[str, Any]]:
+    """Per minute (epoch minutes, gaps filled with zeros): pages/s and failures a minute.
+    With `now` (the crawl runs), the current minute counts only the seconds gone by."""
     if "minutes" not in schema.tables:
         return []
     rows = db.execute(
@@ -137,15 +138,17 @@ def rate(db: sqlite3.Connection, schema: Schema) -> list[dict[str, Any]]:
     step = max(1, -(-(last - first + 1) // MAX_MINUTES))  # minutes merged into one point
     points = []
     for start in range(first, last + 1, step):
-        span = [counts.get(m, (0, 0)) for m in range(start, min(start + step, last + 1))]
-        pages, failed = sum(p for p, _ in span), sum(f for _, f in span)
-        points.append(
-            {
-                "minute": start,
-                "pages_per_s": pages / (60 * len(span)),
-                "errors_per_min": failed / len(span),
-            }
-        )
+        minutes = range(start, min(start + step, last + 1))
+        pages = sum(counts.get(m, (0, 0))[0] for m in minutes)
+        failed = sum(counts.get(m, (0, 0))[1] for m in minutes)
+        seconds = 60.0 * len(minutes)
+        if now is not None and int(now // 60) in minutes:
+            seconds -= 60 - max(now % 60, 1.0)
+        points.append({
+            "minute": start,
+            "pages_per_s": pages / seconds,
+            "errors_per_min": failed / seconds * 60,
+        })  # fmt: skip
     return points
 
 
@@ -292,20 +295,28 @@ def page(db: sqlite3.Connection, schema: Schema, key: int, limit: int) -> dict[s
             "SELECT data FROM items WHERE page = ? ORDER BY id LIMIT ?", (key, limit)
         )
     ]
-    links: list[Any] = []
+    found["links"] = _links(db, schema, key, state, (links_from, links_to), limit)
+    return found
+
+
+def _links(
+    db: sqlite3.Connection, schema: Schema, key: int, state: int,
+    span: tuple[int | None, int | None], limit: int,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The requests page `key` queued: a key range read where the crawl recorded one."""
+    rows: list[Any] = []
     if state == QUEUED:
         pass  # not fetched yet: no links
     elif "links_from" in schema.page_columns:
-        if links_from is not None:
-            links = db.execute(
+        if span[0] is not None:
+            rows = db.execute(
                 "SELECT id, url, state FROM requests WHERE id BETWEEN ? AND ? AND parent = ?"
                 " ORDER BY id LIMIT ?",
-                (links_from, links_to, key, limit),
+                (*span, key, limit),
             ).fetchall()
     else:  # an older database: no key range recorded, so a scan
-        links = db.execute(
+        rows = db.execute(
             "SELECT id, url, state FROM requests WHERE parent = ? ORDER BY id LIMIT ?",
             (key, limit),
         ).fetchall()
-    found["links"] = [{"id": k, "url": u, "state": STATE_NAMES.get(s, str(s))} for k, u, s in links]
-    return found
+    return [{"id": k, "url": u, "state": STATE_NAMES.get(s, str(s))} for k, u, s in rows]
