@@ -325,3 +325,22 @@ async def test_a_rare_filter_reads_a_bounded_span_and_pages_on(
     ro.close()
     assert found == expected and len(expected) > 5
     assert reads > len(expected) // 5 + 1  # spans without a match were read, and passed
+
+
+async def test_rate_counts_partial_minutes_by_their_seconds(tmp_path: Path) -> None:
+    db = tmp_path / "rate.db"
+    async with Store(db, "rate"):
+        pass
+    with sqlite3.connect(db) as conn:  # minute 100 from :30 on, minute 101 up to :15
+        conn.execute("INSERT INTO minutes VALUES (100, 29, 1, 0, 29, 0, 0)")
+        conn.execute("INSERT INTO minutes VALUES (101, 15, 0, 0, 15, 0, 0)")
+        conn.execute("INSERT INTO minutes VALUES (103, 60, 3, 0, 60, 0, 0)")
+    conn.close()
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as ro:
+        schema = queries.schema_of(ro)
+        running = queries.rate(ro, schema, now=101 * 60 + 15, started=100 * 60 + 30)
+        finished = queries.rate(ro, schema, started=100 * 60 + 30)
+    ro.close()
+    assert [p["pages_per_s"] for p in running[:2]] == [1.0, 1.0]
+    assert running[0]["errors_per_min"] == 2.0
+    assert [p["pages_per_s"] for p in finished] == [1.0, 0.25, 0.0, 1.05]  # a gap is a zero

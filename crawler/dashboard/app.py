@@ -145,7 +145,8 @@ def _overview(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     now = time.time()
     facts = queries.summary(conn, schema, now)
-    return facts, queries.rate(conn, schema, now if facts["state"] == "running" else None)
+    running = facts["state"] == "running"
+    return facts, queries.rate(conn, schema, now if running else None, facts["started"])
 
 
 # --- the HTML views ---

@@ -101,31 +101,28 @@ def summary(db: sqlite3.Connection, schema: Schema, now: float | None = None) ->
     end = now if running else beat
     facts["elapsed"] = end - started if started is not None and end is not None else None
     facts["in_flight"] = int(keys.get("in_flight", "0")) if running else 0
-    facts["rate"] = _recent_rate(db, now) if running and schema.counted else None
+    facts["rate"] = _recent_rate(db, now, started) if running and schema.counted else None
     rate = facts["rate"]
     facts["eta"] = (facts["queued"] + facts["in_flight"]) / rate if running and rate else None
     return facts
 
 
-def _recent_rate(db: sqlite3.Connection, now: float) -> float | None:
-    """Pages/s over the last RATE_WINDOW minutes (the current one counted up to now)."""
-    minute = int(now // 60)
+def _recent_rate(db: sqlite3.Connection, now: float, started: float | None) -> float:
+    """Pages/s over the last RATE_WINDOW minutes of this run (the current one up to now)."""
+    since = max((int(now // 60) - RATE_WINDOW + 1) * 60, started or 0.0)
     (pages,) = db.execute(
-        "SELECT COALESCE(SUM(pages + failed + skipped), 0) FROM minutes WHERE minute > ?",
-        (minute - RATE_WINDOW,),
+        "SELECT COALESCE(SUM(pages + failed + skipped), 0) FROM minutes WHERE minute >= ?",
+        (int(since // 60),),
     ).fetchone()
-    (first,) = db.execute(
-        "SELECT MIN(minute) FROM minutes WHERE minute > ?", (minute - RATE_WINDOW,)
-    ).fetchone()
-    if first is None:
-        return 0.0
-    seconds = now - first * 60
-    return pages / seconds if seconds > 0 else None
+    return float(pages) / max(now - since, 1.0)
 
 
-def rate(db: sqlite3.Connection, schema: Schema, now: float | None = None) -> list[dict[str, Any]]:
+def rate(
+    db: sqlite3.Connection, schema: Schema, now: float | None = None, started: float | None = None
+) -> list[dict[str, Any]]:
     """Per minute (epoch minutes, gaps filled with zeros): pages/s and failures a minute.
-    With `now` (the crawl runs), the current minute counts only the seconds gone by."""
+    The minute the run `started` in counts from then, and while the crawl runs the current
+    minute (`now`) counts up to now, so neither looks slower than it was."""
     if "minutes" not in schema.tables:
         return []
     rows = db.execute(
@@ -141,9 +138,12 @@ def rate(db: sqlite3.Connection, schema: Schema, now: float | None = None) -> li
         minutes = range(start, min(start + step, last + 1))
         pages = sum(counts.get(m, (0, 0))[0] for m in minutes)
         failed = sum(counts.get(m, (0, 0))[1] for m in minutes)
-        seconds = 60.0 * len(minutes)
+        begin, end = start * 60.0, minutes[-1] * 60.0 + 60
+        if started is not None and int(started // 60) in minutes:
+            begin = started
         if now is not None and int(now // 60) in minutes:
-            seconds -= 60 - max(now % 60, 1.0)
+            end = now
+        seconds = max(end - begin, 1.0)
         points.append({
             "minute": start,
             "pages_per_s": pages / seconds,
