@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     status = command("status", "pages done, queued and failed; errors by kind")
     status.add_argument("db", type=Path)
 
+    serve = command("serve", "a web dashboard of a live or finished crawl database")
+    serve.add_argument("db", type=Path)
+    serve.add_argument("--port", type=int, default=8080, help="default 8080 (0: any free port)")
+    serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+
     bench = command("bench", "crawl a generated site on 127.0.0.1")
     bench.add_argument("--pages", type=int, default=5000, help="pages in the site (default 5000)")
     _settings_option(bench)
@@ -275,6 +280,22 @@ def _counts(counts: dict[Any, int]) -> str:
     return ", ".join(f"{key}: {value}" for key, value in counts.items())
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from crawler.dashboard.app import serve
+
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"serve: --port {args.port}: expected 0 to 65535")
+
+    def ready(url: str) -> None:
+        print(f"dashboard of {args.db} at {url} (Ctrl-C to stop)", flush=True)
+
+    try:
+        asyncio.run(serve(args.db, args.host, args.port, ready))
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from crawler.tools.bench import run_bench
 
@@ -341,6 +362,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "new": _new,
     "cache": _cache,
     "bench": _bench,
+    "serve": _serve,
 }
 
 if __name__ == "__main__":

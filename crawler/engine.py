@@ -12,6 +12,7 @@ fetch of each run, `close` after it, and the spider's `closed` once, when the cr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
@@ -54,6 +55,8 @@ FETCHED_PAGES = 4  # x CONCURRENCY: fetched pages waiting for the parse stage, a
 FETCHED_BYTES = 32 << 20  # and their bodies, in bytes, at most (about)
 STOP_GRACE = 3.0  # seconds in-flight fetches get to finish after the first Ctrl-C
 GC_YOUNG = 50_000  # net container allocations between two young collections, during a crawl
+LIVE_EVERY = 2.0  # seconds between two writes of the live per-host state (crawler serve)
+LIVE_HOSTS = 1000  # hosts at most in that state, the busiest
 
 
 @dataclass(slots=True)
@@ -61,6 +64,7 @@ class _Fetched:
     request: Request
     outcome: Response | FetchError | str  # str: not fetched on purpose, and why
     attempts: int = 1
+    elapsed: float | None = None  # seconds fetcher.fetch took
 
     @property
     def size(self) -> int:
@@ -100,6 +104,18 @@ async def crawl(
     return await Engine(
         spider if isinstance(spider, Spider) else spider(), Path(db), settings
     ).run()
+
+
+def _note_fetch(result: PageResult, fetched: _Fetched) -> None:
+    """What the dashboard shows of a fetch: its duration, headers and error message."""
+    outcome = fetched.outcome
+    result.elapsed = fetched.elapsed
+    response = outcome.response if isinstance(outcome, FetchError) else outcome
+    if isinstance(response, Response):
+        result.headers = response.headers
+    if isinstance(outcome, FetchError):
+        cause = outcome.__cause__
+        result.error_text = f"{type(cause).__name__}: {cause}" if cause else str(outcome)
 
 
 @contextmanager
@@ -185,6 +201,7 @@ class Engine:
             await self._prepare(start)
             hooks = [*self.pipelines.objects, *self.middlewares.objects]
             await call_each([self.spider.opened, *lifecycle(hooks, "open")], self.crawl)
+            fetched_all = asyncio.Event()
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._write_loop(), name="writer")
@@ -194,8 +211,11 @@ class Engine:
                         tg.create_task(self._fetch_loop(fetcher, robots), name=f"fetch-{i}")
                         for i in range(self.settings.concurrency)
                     ]
+                    tg.create_task(self._live_loop(fetched_all), name="live")
                     await asyncio.wait(self._fetch_tasks)
+                    fetched_all.set()
                     await self._fetched.put(None)
+                await self._record_live("ended")
             finally:
                 if robots is not None:
                     robots.close()
@@ -369,11 +389,12 @@ class Engine:
             fetched.attempts = tries
 
     async def _download(self, fetcher: Fetcher, request: Request) -> _Fetched:
+        began = time.monotonic()
         try:
             response, attempts = await fetcher.fetch(request)
         except FetchError as exc:
-            return _Fetched(request, exc, exc.attempts)
-        return _Fetched(request, response, attempts)
+            return _Fetched(request, exc, exc.attempts, time.monotonic() - began)
+        return _Fetched(request, response, attempts, time.monotonic() - began)
 
     async def _parse_loop(self) -> None:
         while (fetched := await self._fetched.get()) is not None:
@@ -383,6 +404,7 @@ class Engine:
                 result.attempts = fetched.attempts
             else:
                 result = await self.parser.parse(fetched.request, fetched.outcome, fetched.attempts)
+            _note_fetch(result, fetched)
             # Pages with thousands of links each must not pile up in memory before the writer.
             await self._links.take(len(result.requests))
             await self._parsed.put(result)
@@ -436,6 +458,29 @@ class Engine:
             if page.skipped or page.redirected:
                 continue
             await fire(handlers["page_failed" if page.error else "page_stored"], page, stats)
+
+    async def _live_loop(self, fetched_all: asyncio.Event) -> None:
+        """Every LIVE_EVERY seconds, the frontier's per-host state into the database, for
+        `crawler serve` in another process; ends when the fetch workers have."""
+        while not fetched_all.is_set():
+            await self._record_live("running")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(LIVE_EVERY):
+                    await fetched_all.wait()
+
+    async def _record_live(self, state: str) -> None:
+        running = state == "running"
+        hosts = self.frontier.busiest(LIVE_HOSTS) if running else []
+        await self.store.record_live(
+            hosts,
+            {
+                "run_state": state,
+                "run_started": str(time.time() - (time.monotonic() - self._started)),
+                "heartbeat": str(time.time()),
+                "in_flight": str(self.frontier.outstanding if running else 0),
+                "max_pages": str(self.settings.max_pages),
+            },
+        )
 
     def snapshot(self) -> Snapshot:
         """The crawl's counters now, for the progress display."""

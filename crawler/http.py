@@ -288,3 +288,6 @@ class PageResult:
     typed: bool = False  # some items are dataclass instances, to be validated and converted
     types: list[str | None] | None = None  # each item's type name, once any has one
     dropped_items: list[tuple[Any, str]] | None = None  # (item, reason) not stored
+    elapsed: float | None = None  # seconds the fetch took (for the dashboard)
+    headers: Mapping[str, str] | None = None  # the response's headers, when there was one
+    error_text: str | None = None  # the error's message, beside its kind in `error`

@@ -66,6 +66,7 @@ class Parser:
             except Exception as exc:  # a spider bug is data about the page, not a crash
                 name = getattr(callback, "__name__", "callback")
                 result.error = f"{type(exc).__name__} in {name}"
+                result.error_text = str(exc)
                 log.warning("%s on %s: %s", result.error, request.url, exc, exc_info=exc)
         if (self._finish or result.typed) and result.items:
             page = outcome.response if isinstance(outcome, FetchError) else outcome

@@ -2,15 +2,21 @@
 
 Tables: `crawl` (which spider owns the file), `requests` (the frontier: every admitted
 request, and once fetched, its page's outcome: done, failed, skipped, or redirected to
-the request that is its next hop), `items`. `commit_pages()` is one
-transaction for a batch of pages: each page's items, the requests it found and the
-mark that it is done commit together, so a crash (even kill -9) loses whole pages,
-never half of one, and a resumed crawl stores every item exactly once.
+the request that is its next hop), `items`, `dropped` and `items_dropped` (links and
+items not kept, by reason); for the dashboard, `minutes` (pages, failures, items, bytes
+per minute), `hosts` and `host_times` (per-host counts and a histogram of response
+times), all upserted in the pages' own transaction, and `live` (the frontier's per-host
+state, rewritten every few seconds). `commit_pages()` is one transaction for a batch of
+pages: each page's items, the requests it found and the mark that it is done commit
+together, so a crash (even kill -9) loses whole pages, never half of one, and a resumed
+crawl stores every item exactly once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import sqlite3
 import time
 from collections import Counter
@@ -24,6 +30,7 @@ import aiosqlite
 from crawler.errors import UsageError
 from crawler.http import PageResult, Request
 from crawler.stats import Stats
+from crawler.urls import host_of
 
 QUEUED, DONE, FAILED, SKIPPED, REDIRECTED = 0, 1, 2, 3, 4
 # Where Summary and Stats count the pages in each state.
@@ -78,6 +85,80 @@ _ADDED_COLUMNS = [
     ("requests", "redirects", "INTEGER NOT NULL DEFAULT 0"),
     ("items", "type", "TEXT"),
 ]
+
+# Added for the dashboard (crawler serve). Every write is O(1) per page, never per link:
+# the partial indexes gain an entry only when a page finishes or fails.
+_PAGE_COLUMNS = {
+    "elapsed": "REAL",  # seconds the fetch took, retries included
+    "response_headers": "TEXT",  # JSON object
+    "error_text": "TEXT",  # the last error's message
+    "links_from": "INTEGER",  # the keys of the requests the page queued lie in
+    "links_to": "INTEGER",  # [links_from, links_to]
+}
+_DASHBOARD_SCHEMA = """
+CREATE INDEX IF NOT EXISTS requests_errors ON requests (error, id) WHERE error IS NOT NULL;
+CREATE INDEX IF NOT EXISTS items_page ON items (page);
+CREATE TABLE IF NOT EXISTS minutes (
+    minute INTEGER PRIMARY KEY,
+    pages INTEGER NOT NULL, failed INTEGER NOT NULL, skipped INTEGER NOT NULL,
+    items INTEGER NOT NULL, bytes INTEGER NOT NULL, retries INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hosts (
+    host TEXT PRIMARY KEY,
+    done INTEGER NOT NULL, failed INTEGER NOT NULL, skipped INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS host_times (
+    host TEXT NOT NULL, bucket INTEGER NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (host, bucket)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS live (
+    host TEXT PRIMARY KEY, waiting INTEGER NOT NULL, in_flight INTEGER NOT NULL,
+    state TEXT NOT NULL
+);
+"""
+# A fresh table over pages stored before it existed: filled once, from the requests.
+_HOST_SQL = (
+    "lower(substr(substr(url, instr(url, '://') + 3), 1,"
+    " instr(substr(url, instr(url, '://') + 3) || '/', '/') - 1))"
+)
+_BACKFILL = {
+    "minutes": f"""
+INSERT INTO minutes SELECT CAST(finished_at / 60 AS INTEGER),
+    COUNT(*) FILTER (WHERE state = {DONE}), COUNT(*) FILTER (WHERE state = {FAILED}),
+    COUNT(*) FILTER (WHERE state = {SKIPPED}), 0, COALESCE(SUM(size), 0),
+    COALESCE(SUM(MAX(attempts - 1, 0)), 0)
+FROM requests WHERE state != 0 GROUP BY 1;
+UPDATE minutes SET items = items + (SELECT COUNT(*) FROM items)
+WHERE minute = (SELECT MAX(minute) FROM minutes);
+""",
+    "hosts": f"""
+INSERT INTO hosts SELECT {_HOST_SQL},
+    COUNT(*) FILTER (WHERE state = {DONE}), COUNT(*) FILTER (WHERE state = {FAILED}),
+    COUNT(*) FILTER (WHERE state = {SKIPPED}), COALESCE(SUM(size), 0)
+FROM requests WHERE state != 0 GROUP BY 1;
+""",
+}
+_COUNT_MINUTE = """
+INSERT INTO minutes (minute, pages, failed, skipped, items, bytes, retries)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (minute) DO UPDATE SET pages = pages + excluded.pages,
+    failed = failed + excluded.failed, skipped = skipped + excluded.skipped,
+    items = items + excluded.items, bytes = bytes + excluded.bytes,
+    retries = retries + excluded.retries
+"""
+_COUNT_HOST = """
+INSERT INTO hosts (host, done, failed, skipped, bytes) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (host) DO UPDATE SET done = done + excluded.done,
+    failed = failed + excluded.failed, skipped = skipped + excluded.skipped,
+    bytes = bytes + excluded.bytes
+"""
+_COUNT_TIME = """
+INSERT INTO host_times (host, bucket, count) VALUES (?, ?, ?)
+ON CONFLICT (host, bucket) DO UPDATE SET count = count + excluded.count
+"""
+TIME_BUCKETS = 8  # response-time histogram buckets per doubling (each ~9% wide)
+
 _INSERT_REQUEST = """
 INSERT OR IGNORE INTO requests (id, fp, url, method, headers, body, meta, callback, errback,
                       priority, depth, dont_filter, parent, redirects)
@@ -93,7 +174,8 @@ ON CONFLICT (reason) DO UPDATE SET count = count + excluded.count
 """
 _FINISH_PAGE = """
 UPDATE requests SET state = ?, status = ?, final_url = ?, size = ?, attempts = ?,
-                    error = ?, finished_at = ?
+                    error = ?, finished_at = ?, elapsed = ?, response_headers = ?,
+                    error_text = ?, links_from = ?, links_to = ?
 WHERE id = ?
 """
 
@@ -178,6 +260,8 @@ class Store:
         self.path = path
         self.spider = spider
         self._db: aiosqlite.Connection | None = None
+        # Live-state writes come from another task than the commits: one transaction at a time.
+        self._lock = asyncio.Lock()
 
     async def __aenter__(self) -> Store:
         check_database(self.path, must_exist=False)
@@ -189,6 +273,7 @@ class Store:
             await self._db.executescript(_SCHEMA)
             await self._upgrade()
             await self._claim()
+            await self._add_dashboard_schema()
         except BaseException:
             await self._db.close()
             raise
@@ -243,6 +328,51 @@ class Store:
                 f"use another --db, or delete the file to start fresh"
             )
 
+    async def _add_dashboard_schema(self) -> None:
+        """The columns, tables and indexes the dashboard reads; a database made before
+        them gets them here, its existing pages counted once into the new tables."""
+        db = self.db
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            columns = {row[1] for row in await db.execute_fetchall("PRAGMA table_info(requests)")}
+            for name, kind in _PAGE_COLUMNS.items():
+                if name not in columns:
+                    await db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
+            tables = {
+                str(row[0]) for row in await db.execute_fetchall("SELECT name FROM sqlite_master")
+            }
+            for statement in _DASHBOARD_SCHEMA.split(";"):
+                if statement.strip():
+                    await db.execute(statement)
+            for table, backfill in _BACKFILL.items():
+                if table not in tables:
+                    for statement in backfill.split(";"):
+                        if statement.strip():
+                            await db.execute(statement)
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.rollback()
+            raise
+
+    async def record_live(
+        self, hosts: Sequence[tuple[str, int, int, str]], facts: dict[str, str]
+    ) -> None:
+        """Replace the live per-host state (host, waiting, in flight, state) and set some
+        `crawl` keys (run state, heartbeat); one short transaction."""
+        async with self._lock:
+            db = self.db
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await db.execute("DELETE FROM live")
+                await db.executemany("INSERT INTO live VALUES (?, ?, ?, ?)", hosts)
+                await db.executemany(
+                    "INSERT OR REPLACE INTO crawl (key, value) VALUES (?, ?)", facts.items()
+                )
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.rollback()
+                raise
+
     async def load(self) -> Loaded:
         """Where the stored crawl stands: its next free key, pages started, requests queued."""
         (max_key, started, queued), *_ = await self.db.execute_fetchall(
@@ -288,7 +418,7 @@ class Store:
         """Store requests that have no page to commit with (the start requests);
         the keys of those that were new."""
         return await self._transaction(
-            list(self._request_rows(requests, None)), [], [], dropped, [], None
+            list(self._request_rows(requests, None)), [], [], dropped, [], None, None
         )
 
     async def commit_pages(self, pages: Sequence[PageResult]) -> set[int]:
@@ -301,6 +431,7 @@ class Store:
         dropped: Counter[str] = Counter()
         dropped_items: Counter[str] = Counter()
         hops: list[int] = []  # keys of the redirects' next hops
+        stats = _PageStats(now)
         for page in pages:
             dropped.update(page.dropped)
             key = page.request.key
@@ -321,11 +452,16 @@ class Store:
                 hops.extend(r.key for r in page.requests)
             else:
                 state = DONE
-            page_rows.append(
-                (state, page.status, page.url, page.size, page.attempts, page.error, now, key)
-            )
+            stats.add(page, state)
+            links = page.requests  # the first and last key bound them: a key range read
+            page_rows.append((
+                state, page.status, page.url, page.size, page.attempts, page.error, now,
+                page.elapsed, _dumps(dict(page.headers)) if page.headers is not None else None,
+                page.error_text, links[0].key if links else None,
+                links[-1].key if links else None, key,
+            ))  # fmt: skip
         return await self._transaction(
-            request_rows, item_rows, page_rows, dropped, hops, dropped_items
+            request_rows, item_rows, page_rows, dropped, hops, dropped_items, stats
         )
 
     async def _transaction(
@@ -336,6 +472,22 @@ class Store:
         dropped: Counter[str],
         hops: list[int],
         dropped_items: Counter[str] | None,
+        stats: _PageStats | None = None,
+    ) -> set[int]:
+        async with self._lock:  # record_live() shares the connection
+            return await self._write(
+                request_rows, item_rows, page_rows, dropped, hops, dropped_items, stats
+            )
+
+    async def _write(
+        self,
+        request_rows: list[RequestRow],
+        item_rows: list[tuple[int, str, str | None]],
+        page_rows: list[tuple[Any, ...]],
+        dropped: Counter[str],
+        hops: list[int],
+        dropped_items: Counter[str] | None,
+        stats: _PageStats | None,
     ) -> set[int]:
         db = self.db
         new: set[int] = set()
@@ -361,6 +513,8 @@ class Store:
                 await db.executemany(_COUNT_DROPPED, dropped.items())
             if dropped_items:
                 await db.executemany(_COUNT_DROPPED_ITEMS, dropped_items.items())
+            if stats is not None:
+                await stats.write(db)
             await db.execute("COMMIT")
         except BaseException:
             # A cancelled aiosqlite call still runs: roll back whatever it left open.
@@ -390,6 +544,51 @@ def _duplicates(count: int, hops: list[int], new: set[int]) -> Counter[str]:
     counts = Counter({"redirect to a page already crawled": lost_hops})
     counts["duplicate"] = count - lost_hops
     return +counts  # without the zero counts
+
+
+class _PageStats:
+    """A batch's rows for the dashboard's tables: a few per page, none per link."""
+
+    def __init__(self, now: float) -> None:
+        self.minute = int(now // 60)
+        self.totals = [0, 0, 0, 0, 0, 0]  # pages, failed, skipped, items, bytes, retries
+        self.hosts: dict[str, list[int]] = {}  # host -> done, failed, skipped, bytes
+        self.times: Counter[tuple[str, int]] = Counter()
+
+    def add(self, page: PageResult, state: int) -> None:
+        """Count one page, stored in `state`."""
+        host = host_of(page.request.url)
+        counts = self.hosts.get(host)
+        if counts is None:
+            counts = self.hosts[host] = [0, 0, 0, 0]
+        if state != REDIRECTED:  # done, failed, skipped: 1, 2, 3
+            counts[state - 1] += 1
+        counts[3] += page.size
+        totals = self.totals
+        totals[0] += state == DONE
+        totals[1] += state == FAILED
+        totals[2] += state == SKIPPED
+        totals[3] += len(page.items)
+        totals[4] += page.size
+        totals[5] += max(page.attempts - 1, 0)
+        if page.elapsed is not None:
+            self.times[host, time_bucket(page.elapsed)] += 1
+
+    async def write(self, db: aiosqlite.Connection) -> None:
+        """Upsert the counts: one row for the minute, one per host and time bucket."""
+        await db.execute(_COUNT_MINUTE, (self.minute, *self.totals))
+        await db.executemany(_COUNT_HOST, [(host, *c) for host, c in self.hosts.items()])
+        await db.executemany(_COUNT_TIME, [(h, b, n) for (h, b), n in self.times.items()])
+
+
+def time_bucket(seconds: float) -> int:
+    """The histogram bucket of a response time: TIME_BUCKETS per doubling from 1 ms."""
+    return max(0, math.ceil(math.log2(max(seconds, 0.001) * 1000) * TIME_BUCKETS))
+
+
+def bucket_seconds(bucket: int) -> float:
+    """The upper bound of a histogram bucket, in seconds."""
+    return float(2 ** (bucket / TIME_BUCKETS) / 1000)
 
 
 def _name(callback: Any) -> str | None:
