@@ -21,6 +21,7 @@ from crawler.storage.sqlite import (
     DONE,
     FAILED,
     QUEUED,
+    REDIRECTED,
     SKIPPED,
     bucket_seconds,
     read_summary,
@@ -31,7 +32,13 @@ RATE_WINDOW = 5  # minutes of the recent pages/s behind the ETA
 FILTER_SCAN = 100_000  # items a filtered read looks at, at most
 MAX_MINUTES = 720  # points at most on the rate chart; older minutes are merged
 HOST_SORTS = ("host", "done", "failed", "skipped", "waiting", "in_flight", "p50", "p95", "bytes")
-STATE_NAMES = {QUEUED: "queued", DONE: "done", FAILED: "failed", SKIPPED: "skipped"}
+STATE_NAMES = {
+    QUEUED: "queued",
+    DONE: "done",
+    FAILED: "failed",
+    SKIPPED: "skipped",
+    REDIRECTED: "redirected",
+}
 
 
 @dataclass(frozen=True, slots=True)
