@@ -90,13 +90,15 @@ class CrawlSpider(Spider):
         """Compile the rules, refusing bad patterns, selectors and method names."""
         super().prepare(settings)
         for rule in _compiled(type(self)):
-            for attribute in (rule.callback, rule.process_request, rule.target):
-                if attribute is not None and not callable(getattr(self, attribute, None)):
-                    what = "method" if attribute == rule.target else f"callback {attribute!r}"
-                    raise UsageError(
-                        f"spider {self.name!r}: rule {rule.index}: no {what} "
-                        f"{attribute!r} on {type(self).__name__}"
-                    )
+            where = f"spider {self.name!r}: rule {rule.index}"
+            for what, name in (
+                ("callback", rule.callback),
+                ("process_request", rule.process_request),
+            ):
+                if name is not None and not callable(getattr(self, name, None)):
+                    raise UsageError(f"{where}: no {what} {name!r} on {type(self).__name__}")
+            if not callable(getattr(self, rule.target, None)):  # rules set on an instance
+                raise UsageError(f"{where}: rules must be declared on the spider class")
 
     def parse_start_url(self, response: Response) -> Any:
         """What to make of a start page besides following its links (nothing by default)."""
