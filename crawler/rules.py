@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from selectolax.lexbor import LexborHTMLParser, SelectolaxError
@@ -47,7 +47,7 @@ class Rule:
     css: str | Sequence[str] | None = None
     callback: str | None = None
     follow: bool | None = None
-    cb_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    cb_kwargs: Mapping[str, Any] | None = None
     process_request: str | None = None
 
 
@@ -235,7 +235,7 @@ def _compile(cls: type[CrawlSpider], index: int, rule: Any) -> _Compiled:
         _selector(where, rule.css),
         rule.callback,
         follow,
-        dict(rule.cb_kwargs),
+        dict(rule.cb_kwargs or {}),
         rule.process_request,
         target,
     )
