@@ -46,7 +46,7 @@ class SitemapSpider(Spider):
     links (`<xhtml:link rel="alternate" href=...>`).
     """
 
-    sitemap_urls: ClassVar[Sequence[str]] = ()
+    sitemap_urls: Sequence[str] = ()
     sitemap_rules: ClassVar[Sequence[tuple[str, str]]] = (("", "parse"),)
     sitemap_follow: ClassVar[Sequence[str]] = ("",)
     sitemap_alternate_links: ClassVar[bool] = False
@@ -56,7 +56,7 @@ class SitemapSpider(Spider):
 
     def prepare(self, settings: Settings) -> None:
         """Compile the sitemap rules (UsageError for a bad pattern or callback name); take
-        SITEMAP_SINCE and MAX_BODY."""
+        SITEMAP_SINCE and MAX_BODY; START_URL, when set, is the one sitemap URL."""
         super().prepare(settings)
         for _, name in _rules(type(self))[0]:
             if not callable(getattr(self, name, None)):
@@ -65,6 +65,8 @@ class SitemapSpider(Spider):
                     f"on {type(self).__name__}"
                 )
         self._since, self._max_body = settings.sitemap_since, settings.max_body
+        if settings.start_url:  # the sitemaps are this spider's start URLs
+            self.sitemap_urls = [settings.start_url]
 
     def start_requests(self) -> Iterator[Request]:
         """A request for each of `sitemap_urls`, read by `_parse_sitemap`."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sqlite3
 import sys
 from collections import Counter
@@ -32,13 +33,15 @@ class Catalogue:
 
     base: str
     hits: Counter[str]
+    pages: int = PAGES  # listing pages
+    delay: float = 0.0  # seconds before each answer
 
     def fetched(self) -> set[str]:
         """Every path (with its query) requested at least once."""
         return {path for path, count in self.hits.items() if count}
 
 
-def listing(n: int) -> str:
+def listing(n: int, pages: int = PAGES) -> str:
     """Listing page n: its books inside article.product, a next link, a sort link, a
     sidebar link to book 1 outside the product regions."""
     books = range((n - 1) * PER_PAGE + 1, n * PER_PAGE + 1)
@@ -46,7 +49,7 @@ def listing(n: int) -> str:
         f'<article class="product"><h3><a href="book-{k}.html">Book {k}</a></h3></article>'
         for k in books
     )
-    nxt = f'<li class="next"><a href="page-{n + 1}.html">next</a></li>' if n < PAGES else ""
+    nxt = f'<li class="next"><a href="page-{n + 1}.html">next</a></li>' if n < pages else ""
     return (
         f"<html><body><div class='side'><a href='/catalogue/book-1.html'>first</a>"
         f"<a href='page-{n}.html?sort=price'>sort</a></div>{articles}<ul>{nxt}</ul></body></html>"
@@ -72,15 +75,17 @@ HOME = (
 
 @pytest.fixture
 async def catalogue(aiohttp_server: AiohttpServer) -> Catalogue:
-    hits: Counter[str] = Counter()
+    site = Catalogue("", Counter())
 
     async def page(request: web.Request) -> web.Response:
-        hits[request.path_qs] += 1
+        site.hits[request.path_qs] += 1
+        if site.delay:
+            await asyncio.sleep(site.delay)
         name = request.match_info.get("name", "")
         if request.path == "/":
             text = HOME
         elif name.startswith("page-"):
-            text = listing(int(name.removeprefix("page-").removesuffix(".html")))
+            text = listing(int(name.removeprefix("page-").removesuffix(".html")), site.pages)
         elif name.startswith("book-"):
             text = book(int(name.removeprefix("book-").removesuffix(".html")))
         else:
@@ -92,7 +97,8 @@ async def catalogue(aiohttp_server: AiohttpServer) -> Catalogue:
     app.router.add_get("/catalogue/{name}", page)
     app.router.add_get("/{name}", page)
     server = await aiohttp_server(app)
-    return Catalogue(str(server.make_url("")).rstrip("/"), hits)
+    site.base = str(server.make_url("")).rstrip("/")
+    return site
 
 
 def items_of(db: Path) -> list[Item]:
@@ -287,3 +293,63 @@ def test_prepare_refuses_what_is_not_a_rule() -> None:
 
     with pytest.raises(UsageError, match="rule 0: expected a Rule, got dict"):
         NotRules().prepare(Settings())
+
+
+def count_items(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM items").fetchone()[0])
+    except sqlite3.OperationalError:  # no tables yet
+        return 0
+
+
+async def test_a_rules_crawl_killed_with_sigkill_resumes_storing_each_item_once(
+    catalogue: Catalogue, tmp_path: Path
+) -> None:
+    catalogue.pages, catalogue.delay = 12, 0.03
+    books = catalogue.pages * PER_PAGE + 1  # and the footer's book 99
+    spider = tmp_path / "chain.py"
+    spider.write_text(
+        "from crawler import CrawlSpider, Rule\n"
+        "class Chain(CrawlSpider):\n"
+        "    name = 'chain'\n"
+        f"    start_urls = ['{catalogue.base}/']\n"
+        "    rules = [\n"  # requests named _rule_0, parse_review and parse: found on resume
+        "        Rule(allow=r'/book-\\d+\\.html$', callback='parse_book', follow=True),\n"
+        "        Rule(allow=r'/review-\\d+\\.html$', callback='parse_review'),\n"
+        "        Rule(allow=r'/page-\\d+\\.html$'),\n"
+        "    ]\n"
+        "    def parse_book(self, response):\n"
+        "        yield {'url': response.url}\n"
+        "    def parse_review(self, response):\n"
+        "        yield {'url': response.url}\n"
+    )
+    db = tmp_path / "chain.db"
+    argv = [sys.executable, "-m", "crawler", "crawl", str(spider), "--db", str(db)]
+    argv += ["--log-level", "WARNING", "-s", "ROBOTS=false", "-s", "CONCURRENCY=2"]
+    pipes = {"stdout": asyncio.subprocess.PIPE, "stderr": asyncio.subprocess.PIPE}
+    for kill_at in (8, 30):
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, **pipes
+        )
+        for _ in range(600):  # 30 s at most
+            if count_items(db) >= kill_at or proc.returncode is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert proc.returncode is None, "the crawl ended before it could be killed"
+        proc.kill()
+        await proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+        assert count_items(db) < 2 * books
+    proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL, **pipes)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert "failed: 0" in out.decode()
+    urls = Counter(item["url"].removeprefix(catalogue.base) for item in items_of(db))
+    numbers = [*range(1, books), 99]
+    assert set(urls) == {
+        f"/catalogue/{kind}-{k}.html" for kind in ("book", "review") for k in numbers
+    }
+    assert set(urls.values()) == {1}

@@ -101,7 +101,7 @@ class ShopSpider(SitemapSpider):
 
 def spider_for(shop: Shop, *paths: str, cls: type[ShopSpider] = ShopSpider) -> ShopSpider:
     spider = cls()
-    spider.sitemap_urls = [shop.url(path) for path in paths]  # type: ignore[misc]
+    spider.sitemap_urls = [shop.url(path) for path in paths]
     return spider
 
 
@@ -137,11 +137,16 @@ def a_full_shop(shop: Shop) -> None:
     )
 
 
+@pytest.mark.parametrize("robots", [False, True])
 async def test_robots_index_and_gzipped_sitemaps_lead_to_every_matching_page_once(
-    shop: Shop, tmp_path: Path
+    shop: Shop, tmp_path: Path, robots: bool
 ) -> None:
     a_full_shop(shop)
-    summary, items = await run(spider_for(shop, "/robots.txt"), tmp_path / "shop.db")
+    spider = spider_for(shop, "/robots.txt")
+    summary, items = await run(spider, tmp_path / "shop.db", ROBOTS=robots)
+    if robots:  # read once for its rules, once as a page
+        assert shop.hits.pop("/robots.txt") == 2
+        shop.hits["/robots.txt"] = 1
     assert summary.pages_failed == 0, summary.errors
     assert sorted(item.get("product", "") for item in items if "product" in item) == list("1234567")
     assert [item for item in items if "category" in item] == [{"category": "shoes"}]
@@ -162,6 +167,14 @@ async def test_sitemap_since_skips_entries_modified_before_it(shop: Shop, tmp_pa
     assert "/product/1" not in shop.hits and "/product/2" not in shop.hits
     assert "/product/5" not in shop.hits and "/product/7" not in shop.hits
     assert shop.hits["/category/shoes"] == 1  # no lastmod: kept
+
+
+async def test_start_url_replaces_the_sitemap_urls(shop: Shop, tmp_path: Path) -> None:
+    a_full_shop(shop)
+    spider = spider_for(shop, "/robots.txt")
+    _, items = await run(spider, tmp_path / "start.db", START_URL=shop.url("/sitemap-more.xml.gz"))
+    assert sorted(map(str, items)) == [str({"category": "shoes"}), str({"product": "6"})]
+    assert "/robots.txt" not in shop.hits
 
 
 async def test_sitemap_follow_reads_only_the_sitemaps_it_matches(
