@@ -73,7 +73,7 @@ class _Compiled:
                     break
             else:
                 return False
-        for pattern in self.deny:
+        for pattern in self.deny:  # noqa: SIM110 (a loop: see above)
             if pattern.search(url) is not None:
                 return False
         return True
