@@ -40,7 +40,8 @@ class Rule:
     they lead to (`callback`: a spider method's name; `follow`: put their links through
     the rules too, by default when there is no callback). `process_request` names a
     spider method called with (request, response) that returns the request to crawl
-    (changed or not) or None to drop it."""
+    (changed or not) or None to drop it; `errback` one called with the FetchError of a
+    linked page that failed for good."""
 
     allow: str | Sequence[str] = ()
     deny: str | Sequence[str] = ()
@@ -49,6 +50,7 @@ class Rule:
     follow: bool | None = None
     cb_kwargs: Mapping[str, Any] | None = None
     process_request: str | None = None
+    errback: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,7 @@ class _Compiled:
     follow: bool
     cb_kwargs: Mapping[str, Any]
     process_request: str | None
+    errback: str | None
     target: str  # the spider method its links' requests call
 
     def matches(self, url: str) -> bool:
@@ -103,6 +106,7 @@ class CrawlSpider(Spider):
             for what, name in (
                 ("callback", rule.callback),
                 ("process_request", rule.process_request),
+                ("errback", rule.errback),
             ):
                 if name is not None and not callable(getattr(self, name, None)):
                     raise UsageError(f"{where}: no {what} {name!r} on {type(self).__name__}")
@@ -133,11 +137,16 @@ class CrawlSpider(Spider):
             if urls is None:
                 urls = links[rule.css] = _links(response, rule.css)
             callback = getattr(self, rule.target)
+            errback = getattr(self, rule.errback) if rule.errback is not None else None
             for url in urls:
                 if url in taken or not rule.matches(url):
                     continue
                 taken.add(url)
-                request = Request(url, callback)
+                request = (
+                    Request(url, callback)
+                    if errback is None
+                    else Request(url, callback, errback=errback)
+                )
                 if rule.process_request is None:
                     yield request
                 elif (
@@ -226,7 +235,7 @@ def _compile(cls: type[CrawlSpider], index: int, rule: Any) -> _Compiled:
     where = f"spider {cls.name!r}: rule {index}"
     if not isinstance(rule, Rule):
         raise UsageError(f"{where}: expected a Rule, got {type(rule).__name__}")
-    for name in ("callback", "process_request"):
+    for name in ("callback", "process_request", "errback"):
         value = getattr(rule, name)
         if value is not None and not isinstance(value, str):
             raise UsageError(f"{where}: {name} must be a method name (a str), not {value!r}")
@@ -246,6 +255,7 @@ def _compile(cls: type[CrawlSpider], index: int, rule: Any) -> _Compiled:
         follow,
         dict(rule.cb_kwargs or {}),
         rule.process_request,
+        rule.errback,
         target,
     )
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 from xml.etree.ElementTree import Element, ParseError, XMLPullParser
@@ -33,6 +33,7 @@ CHUNK = 64 * 1024  # bytes fed to the XML parser at a time
 GZIP_MAGIC = b"\x1f\x8b"
 XHTML_LINK = "{http://www.w3.org/1999/xhtml}link"
 _COMPILED = "_compiled_sitemap_rules"
+Entry = tuple[str, str, list[str]]  # loc, lastmod ("" if none), alternate links
 
 
 class SitemapSpider(Spider):
@@ -43,7 +44,8 @@ class SitemapSpider(Spider):
     first rule whose pattern `re.search` finds in it, and a URL no rule matches is not
     fetched. `sitemap_follow`: patterns of the sitemaps an index leads to that are read
     (default: all). `sitemap_alternate_links`: also crawl a `<url>`'s alternate-language
-    links (`<xhtml:link rel="alternate" href=...>`).
+    links (`<xhtml:link rel="alternate" href=...>`). Override `sitemap_filter` to filter
+    or change the entries of every sitemap and index as they are read.
     """
 
     sitemap_urls: Sequence[str] = ()
@@ -73,6 +75,19 @@ class SitemapSpider(Spider):
         for url in self.sitemap_urls:
             yield Request(url, callback=self._parse_sitemap)
 
+    def sitemap_filter(self, entries: Iterator[dict[str, Any]]) -> Iterable[dict[str, Any]]:
+        """The entries to keep, as Scrapy has it: `{"loc": url}`, with `"lastmod"` and
+        `"alternate"` (a list of URLs) when the sitemap gives them. All, by default."""
+        return entries
+
+    def _filtered(self, entries: Iterator[Entry]) -> Iterator[Entry]:
+        records = (
+            {"loc": loc, **({"lastmod": mod} if mod else {}), **({"alternate": alt} if alt else {})}
+            for loc, mod, alt in entries
+        )
+        for entry in self.sitemap_filter(records):
+            yield entry["loc"], entry.get("lastmod", ""), list(entry.get("alternate", ()))
+
     def _parse_sitemap(self, response: Response) -> Iterator[Request]:
         """A sitemap, a sitemap index or a robots.txt: a Request for each entry kept."""
         if response.url.partition("?")[0].endswith("/robots.txt"):
@@ -81,8 +96,11 @@ class SitemapSpider(Spider):
             return
         rules, follow = _rules(type(self))
         callbacks = [(pattern, getattr(self, name)) for pattern, name in rules]
-        entries = _entries(_chunks(response.body, self._max_body, response.request))
-        kind = next(entries, None)
+        read = _entries(_chunks(response.body, self._max_body, response.request))
+        kind = next(read, None)
+        entries: Iterator[Entry] = read
+        if type(self).sitemap_filter is not SitemapSpider.sitemap_filter:
+            entries = self._filtered(entries)
         if kind == "sitemapindex":
             for loc, _, _ in entries:
                 if any(p.search(loc) for p in follow):
@@ -160,7 +178,7 @@ def _entries(chunks: Iterator[bytes]) -> Iterator[Any]:
         raise SitemapError("empty body")
 
 
-def _entry(element: Element) -> tuple[str, str, list[str]] | None:
+def _entry(element: Element) -> Entry | None:
     loc = lastmod = ""
     alternates: list[str] = []
     for child in element:

@@ -19,7 +19,7 @@ from pytest_aiohttp import AiohttpServer
 
 from crawler import CrawlSpider, Request, Response, Rule
 from crawler.engine import crawl
-from crawler.errors import UsageError
+from crawler.errors import FetchError, UsageError
 from crawler.settings import Settings
 
 Item = dict[str, Any]
@@ -68,7 +68,8 @@ def book(k: int) -> str:
 HOME = (
     "<html><body><nav><a href='/catalogue/page-1.html'>catalogue</a>"
     "<a href='/catalogue/page-1.html?sort=price'>sorted</a></nav>"
-    "<footer><a href='/about'>about</a><a href='/catalogue/book-99.html'>footer</a></footer>"
+    "<footer><a href='/about'>about</a><a href='/catalogue/book-99.html'>footer</a>"
+    "<a href='/catalogue/gone-1.html'>a book no longer there</a></footer>"
     "</body></html>"
 )
 
@@ -86,6 +87,8 @@ async def catalogue(aiohttp_server: AiohttpServer) -> Catalogue:
             text = HOME
         elif name.startswith("page-"):
             text = listing(int(name.removeprefix("page-").removesuffix(".html")), site.pages)
+        elif name.startswith("gone-"):
+            return web.Response(status=404, text="Not Found")
         elif name.startswith("book-"):
             text = book(int(name.removeprefix("book-").removesuffix(".html")))
         else:
@@ -227,6 +230,26 @@ async def test_start_pages_go_through_the_rules_and_parse_start_url(
     assert sorted(item["book"] for item in items[1:]) == [1, 4, 5, 6, 7, 8, 9]
     assert "/catalogue/page-1.html" not in catalogue.hits
     assert set(catalogue.hits.values()) == {1}
+
+
+async def test_a_rule_errback_gets_the_failure_of_a_linked_page(
+    catalogue: Catalogue, tmp_path: Path
+) -> None:
+    class Gone(CrawlSpider):
+        name = "gone"
+        rules = [Rule(allow=r"/gone-", callback="parse_book", errback="gone")]
+
+        def parse_book(self, response: Response) -> Item:
+            return {"book": response.url}
+
+        def gone(self, error: FetchError) -> Item:
+            return {"gone": error.request.url.removeprefix(catalogue.base), "why": error.reason}
+
+    spider = Gone()
+    spider.start_urls = [catalogue.base + "/"]
+    summary = await crawl(spider, tmp_path / "gone.db", {"ROBOTS": False})
+    assert summary.errors == {"404": 1}
+    assert items_of(tmp_path / "gone.db") == [{"gone": "/catalogue/gone-1.html", "why": "404"}]
 
 
 def test_process_request_changes_or_drops_requests() -> None:

@@ -191,6 +191,29 @@ async def test_sitemap_follow_reads_only_the_sitemaps_it_matches(
     assert "/sitemap-products.xml" not in shop.hits
 
 
+async def test_sitemap_filter_sees_every_entry_as_scrapy_gives_it(
+    shop: Shop, tmp_path: Path
+) -> None:
+    seen: list[dict[str, Any]] = []
+
+    class Filtered(ShopSpider):
+        name = "filtered"
+
+        def sitemap_filter(self, entries: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            for entry in entries:
+                seen.append(entry)
+                if not entry["loc"].endswith(("/product/2", "/sitemap-more.xml.gz")):
+                    yield entry
+
+    a_full_shop(shop)
+    _, items = await run(spider_for(shop, "/sitemap_index.xml", cls=Filtered), tmp_path / "f.db")
+    assert sorted(item["product"] for item in items) == ["1", "3", "4", "5"]
+    assert {"loc": shop.url("/product/1"), "lastmod": "2020-01-01"} in seen
+    assert {"loc": shop.url("/product/3")} in seen
+    assert {"loc": shop.url("/sitemap-more.xml.gz")} in seen  # index entries too
+    assert "/sitemap-more.xml.gz" not in shop.hits
+
+
 async def test_alternate_links_are_crawled_when_asked_for(shop: Shop, tmp_path: Path) -> None:
     class Alternates(ShopSpider):
         name = "alternates"
