@@ -2,7 +2,19 @@
 
 from crawler.errors import DropItem, IgnoreRequest
 from crawler.http import Request, Response
+from crawler.rules import CrawlSpider, Rule
+from crawler.sitemap import SitemapSpider
 from crawler.spider import Spider
 
-__all__ = ["DropItem", "IgnoreRequest", "Request", "Response", "Spider", "__version__"]
+__all__ = [
+    "CrawlSpider",
+    "DropItem",
+    "IgnoreRequest",
+    "Request",
+    "Response",
+    "Rule",
+    "SitemapSpider",
+    "Spider",
+    "__version__",
+]
 __version__ = "0.1.0"

@@ -258,6 +258,7 @@ class Engine:
 
     def _start_requests(self) -> list[Request]:
         """The spider's start requests, checked before any file is touched."""
+        self.spider.prepare(self.settings)  # its own declarations (rules, sitemap rules)
         start = list(self.spider.start_requests())
         if not start:
             raise UsageError(f"spider {self.spider.name!r} has no start URLs")

@@ -4,6 +4,7 @@ CrawlError
 ├── FetchError        a page could not be fetched (.request, .reason, .attempts)
 │   └── BodyTooLarge  the body passed MAX_BODY and was cut off
 ├── SpiderError       a callback raised; the original is __cause__
+├── SitemapError      a sitemap that is not XML, or not a sitemap (its page fails)
 ├── DropItem          raised by an item pipeline: the item is not stored (the reason is counted)
 ├── IgnoreRequest     raised by a middleware: the page is not fetched, or not kept
 └── UsageError        bad input from the user: one line on stderr, exit 2
@@ -50,6 +51,11 @@ class BodyTooLarge(FetchError):
 
 class SpiderError(CrawlError):
     """A spider callback raised; the original exception is `__cause__`."""
+
+
+class SitemapError(CrawlError):
+    """A sitemap page is not XML, is cut off, or is not a sitemap: its page fails with
+    `SitemapError in _parse_sitemap`; the requests read before the fault are kept."""
 
 
 class DropItem(CrawlError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from datetime import UTC, date, datetime
 from typing import Any
 
 from crawler import __version__
@@ -38,6 +39,7 @@ class Settings:
     progress_every: float = 10.0
     pipelines: tuple[Any, ...] = ()  # classes or instances with process_item
     middlewares: tuple[Any, ...] = ()  # classes or instances with process_request/_response/_error
+    sitemap_since: datetime | None = None  # sitemap <url>s last modified before it are skipped
 
     @classmethod
     def build(cls, *layers: Mapping[str, Any]) -> Settings:
@@ -132,6 +134,20 @@ def _middlewares(key: str, raw: Any) -> tuple[Any, ...]:
     return resolve_components(key, raw, MIDDLEWARE_METHODS)
 
 
+def _since(key: str, raw: Any) -> datetime:
+    from crawler.sitemap import parse_when
+
+    if isinstance(raw, date) and not isinstance(raw, datetime):
+        raw = raw.isoformat()
+    when = raw if isinstance(raw, datetime) else parse_when(raw) if isinstance(raw, str) else None
+    if when is None:
+        raise UsageError(
+            f"setting {key}={raw!r}: expected an ISO date (2024-05-31) or date and time "
+            "(2024-05-31T12:00:00Z)"
+        )
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "concurrency": _int(1),
     "per_host": _int(1),
@@ -150,4 +166,5 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "progress_every": _positive_float,
     "pipelines": _pipelines,
     "middlewares": _middlewares,
+    "sitemap_since": _since,
 }

@@ -9,6 +9,7 @@ from crawler.http import Request, Response
 
 if TYPE_CHECKING:
     from crawler.hooks import Crawl
+    from crawler.settings import Settings
     from crawler.storage.sqlite import Summary
 
 
@@ -26,6 +27,11 @@ class Spider:
     allowed_domains: list[str] = []
     custom_settings: ClassVar[Mapping[str, Any]] = {}
     item_type: ClassVar[type | None] = None
+
+    def prepare(self, settings: Settings) -> None:
+        """Called by the engine as each run of a crawl starts (a resumed one too), before
+        anything is fetched: raise UsageError if the spider's declarations are wrong (one
+        line, exit status 2), and keep the settings the spider reads. Call super()."""
 
     def opened(self, crawl: Crawl) -> Any:
         """Called (sync or async) before each run of the crawl fetches anything, a resumed

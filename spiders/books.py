@@ -1,19 +1,20 @@
 """BooksSpider: every book of the books.toscrape.com catalogue.
 
-Listing pages (the home page, `catalogue/page-N.html`) lead to the next listing page and
-to each book's detail page; `parse_book` turns a detail page into one item, and can be
+Two link rules: a listing page (the home page, `catalogue/page-N.html`) leads to each
+book's detail page, parsed by `parse_book`, and to the next listing page, whose links go
+through the rules in turn. `parse_book` turns a detail page into one item, and can be
 called on its own with any saved detail page.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 from selectolax.lexbor import LexborNode
 
-from crawler import Request, Response, Spider
+from crawler import CrawlSpider, Response, Rule
 from crawler.checks import check
 
 Item = dict[str, Any]
@@ -23,19 +24,16 @@ _STOCK = re.compile(r"\((\d+) available\)")
 BOOK_FIELDS = ("title", "price", "availability", "upc", "rating", "category", "url")
 
 
-class BooksSpider(Spider):
+class BooksSpider(CrawlSpider):
     """One item per book: title, price, availability, stock, UPC, rating, category, reviews."""
 
     name: ClassVar[str] = "books"
     start_urls: list[str] = ["http://books.toscrape.com/"]
     allowed_domains: list[str] = ["books.toscrape.com"]
-
-    def parse(self, response: Response) -> Iterator[Request]:
-        """A listing page: its books' detail pages and the next listing page."""
-        for link in response.css("article.product_pod h3 a"):
-            yield response.follow(link, callback=self.parse_book)
-        for link in response.css("li.next a"):
-            yield response.follow(link, callback=self.parse)
+    rules: ClassVar[Sequence[Rule]] = (
+        Rule(css="article.product_pod h3", callback="parse_book"),  # a book's detail page
+        Rule(css="li.next"),  # the next listing page, whose links go through the rules too
+    )
 
     @check(
         "http://books.toscrape.com/catalogue/a-light-in-the-attic_1000/index.html",

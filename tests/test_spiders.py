@@ -18,9 +18,10 @@ from typing import Any
 
 import aiosqlite
 import pytest
+from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from crawler import Request, Response
+from crawler import Request, Response, Spider
 from crawler.engine import crawl
 from crawler.spiders.books import BooksSpider
 from crawler.spiders.quotes import QuotesSpider
@@ -105,6 +106,97 @@ def test_books_listing_leads_to_detail_pages_and_the_next_page() -> None:
         ("http://books.toscrape.com/catalogue/a-book_7/index.html", spider.parse_book),
         ("http://books.toscrape.com/catalogue/page-3.html", spider.parse),
     ]
+
+
+# books.toscrape.com: a catalogue made around the saved detail pages, crawled whole
+
+BOOKS_PER_PAGE = 20
+
+
+class OldBooksSpider(Spider):
+    """BooksSpider as it was before it moved onto CrawlSpider: its links by hand."""
+
+    name = "books-old"
+    start_urls = BooksSpider.start_urls
+    allowed_domains = BooksSpider.allowed_domains
+    parse_book = BooksSpider.parse_book
+
+    def parse(self, response: Response) -> Iterator[Request]:
+        for link in response.css("article.product_pod h3 a"):
+            yield response.follow(link, callback=self.parse_book)
+        for link in response.css("li.next a"):
+            yield response.follow(link, callback=self.parse)
+
+
+def catalogue_page(books: list[Item], n: int, pages: int) -> str:
+    """Listing page n as books.toscrape.com lays it out: the home page is page 1, its
+    links start with catalogue/; an image link and a title link per book; a sidebar of
+    categories; previous and next links."""
+    prefix = "catalogue/" if n == 1 else ""
+    chunk = books[(n - 1) * BOOKS_PER_PAGE : n * BOOKS_PER_PAGE]
+    pods = "".join(
+        f'<li><article class="product_pod"><div class="image_container">'
+        f'<a href="{prefix}{book["original_path"].removeprefix("catalogue/")}"><img></a></div>'
+        f'<h3><a href="{prefix}{book["original_path"].removeprefix("catalogue/")}" '
+        f'title="{book["title"]}">{book["title"][:20]}</a></h3></article></li>'
+        for book in chunk
+    )
+    pager = ""
+    if n > 1:
+        pager += f'<li class="previous"><a href="{prefix}page-{n - 1}.html">previous</a></li>'
+    if n < pages:
+        pager += f'<li class="next"><a href="{prefix}page-{n + 1}.html">next</a></li>'
+    side = f'<ul class="nav"><li><a href="{prefix}category/books/poetry_23/index.html">Poetry</a>'
+    return (
+        f"<html><body><div class='side_categories'>{side}</ul></div><section><ol class='row'>"
+        f"{pods}</ol><ul class='pager'>{pager}</ul></section></body></html>"
+    )
+
+
+async def serve_books_catalogue(aiohttp_server: AiohttpServer) -> tuple[str, Counter[str]]:
+    """The 200 saved detail pages at their original paths, behind 10 listing pages."""
+    folder = fixture_dir("books-toscrape-detail-pages-partial")
+    books: list[Item] = load_expected(folder)["books"]
+    pages = -(-len(books) // BOOKS_PER_PAGE)
+    files = {"/" + book["original_path"]: folder / "pages" / book["file"] for book in books}
+    hits: Counter[str] = Counter()
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        hits[request.path] += 1
+        if request.path == "/":
+            return web.Response(text=catalogue_page(books, 1, pages), content_type="text/html")
+        name = request.path.removeprefix("/catalogue/")
+        if name.startswith("page-") and name.endswith(".html"):
+            n = int(name[5:-5])
+            return web.Response(text=catalogue_page(books, n, pages), content_type="text/html")
+        if request.path in files:
+            return web.FileResponse(files[request.path])
+        return web.Response(status=404, text="Not Found")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", answer)
+    server = await aiohttp_server(app)
+    return str(server.make_url("/")), hits
+
+
+async def test_books_on_crawl_rules_stores_and_fetches_exactly_what_it_did_before(
+    aiohttp_server: AiohttpServer, tmp_path: Path, offsite_lookups: list[str]
+) -> None:
+    crawls = {}
+    for spider in (OldBooksSpider, BooksSpider):
+        url, hits = await serve_books_catalogue(aiohttp_server)
+        db = tmp_path / f"{spider.name}.db"
+        summary = await crawl(spider, db=db, settings={"START_URL": url, "ROBOTS": False})
+        async with aiosqlite.connect(db) as conn:
+            rows = await conn.execute_fetchall("SELECT data FROM items")
+        items = sorted(row[0].replace(url, "/") for row in rows)  # ports differ
+        crawls[spider.name] = (summary.pages_done, summary.pages_failed, items, hits)
+    old, new = crawls["books-old"], crawls["books"]
+    assert new == old
+    pages_done, pages_failed, items, hits = new
+    assert (pages_done, pages_failed, len(items)) == (210, 0, 200)
+    assert set(hits.values()) == {1} and len(hits) == 210  # home, pages 2-10, 200 books
+    assert offsite_lookups == []
 
 
 # quotes.toscrape.com: a whole crawl of the saved site through the engine
