@@ -2,7 +2,8 @@
 
 Tables: `crawl` (which spider owns the file), `requests` (the frontier: every admitted
 request, and once fetched, its page's outcome: done, failed, skipped, or redirected to
-the request that is its next hop), `items`. `commit_pages()` is one
+the request that is its next hop), `items`, `cookies` (the crawl's sessions: each
+cookie a page's answers set, saved with that page). `commit_pages()` is one
 transaction for a batch of pages: each page's items, the requests it found and the
 mark that it is done commit together, so a crash (even kill -9) loses whole pages,
 never half of one, and a resumed crawl stores every item exactly once.
@@ -21,6 +22,7 @@ from typing import Any, NamedTuple
 
 import aiosqlite
 
+from crawler.cookies import CookieRow
 from crawler.errors import UsageError
 from crawler.http import PageResult, Request
 from crawler.stats import Stats
@@ -51,7 +53,8 @@ CREATE TABLE IF NOT EXISTS requests (
     attempts INTEGER,
     error TEXT,
     finished_at REAL,
-    redirects INTEGER NOT NULL DEFAULT 0
+    redirects INTEGER NOT NULL DEFAULT 0,
+    cookies TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_queued ON requests (id) WHERE state = 0;
 CREATE UNIQUE INDEX IF NOT EXISTS requests_seen ON requests (fp) WHERE dont_filter = 0;
@@ -63,17 +66,40 @@ CREATE TABLE IF NOT EXISTS items (
     type TEXT
 );
 CREATE TABLE IF NOT EXISTS items_dropped (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS cookies (
+    jar TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    path TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    host_only INTEGER NOT NULL,
+    secure INTEGER NOT NULL,
+    expires REAL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (jar, domain, path, name)
+);
 """
 # Columns added since a table was first created: (table, column, definition). A database
 # made by an earlier version gets them when opened (_upgrade).
 _ADDED_COLUMNS = [
     ("requests", "redirects", "INTEGER NOT NULL DEFAULT 0"),
     ("items", "type", "TEXT"),
+    ("requests", "cookies", "TEXT"),
 ]
 _INSERT_REQUEST = """
 INSERT OR IGNORE INTO requests (id, fp, url, method, headers, body, meta, callback, errback,
-                      priority, depth, dont_filter, parent, redirects)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                      priority, depth, dont_filter, parent, redirects, cookies)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+# A cookie set by a page: a later one (by seq) replaces it, an earlier one does not (pages
+# of one batch may commit in another order than their answers came).
+_SAVE_COOKIE = """
+INSERT INTO cookies (jar, domain, path, name, value, host_only, secure, expires, seq)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (jar, domain, path, name) DO UPDATE SET
+    value = excluded.value, host_only = excluded.host_only, secure = excluded.secure,
+    expires = excluded.expires, seq = excluded.seq
+WHERE excluded.seq > cookies.seq
 """
 _COUNT_DROPPED = """
 INSERT INTO dropped (reason, count) VALUES (?, ?)
@@ -107,6 +133,7 @@ class RequestRow(NamedTuple):
     dont_filter: int
     parent: int | None
     redirects: int
+    cookies: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +162,7 @@ class StoredRequest:
     depth: int
     dont_filter: bool
     redirects: int
+    cookies: dict[str, str] | list[dict[str, Any]] | None = None
 
 
 @dataclass(slots=True)
@@ -269,7 +297,7 @@ class Store:
         and the key up to which every queued request was read."""
         rows = await self.db.execute_fetchall(
             "SELECT id, fp, url, method, headers, body, meta, callback, errback, priority, depth,"
-            " dont_filter, redirects FROM requests WHERE state = 0 AND id > ? AND id <= ?"
+            " dont_filter, redirects, cookies FROM requests WHERE state = 0 AND id > ? AND id <= ?"
             " ORDER BY id LIMIT ?",
             (after, upto, limit),
         )
@@ -277,7 +305,7 @@ class Store:
             StoredRequest(
                 key=r[0], fp=r[1], url=r[2], method=r[3], headers=_loads(r[4]), body=r[5],
                 meta=_loads(r[6]), callback=r[7], errback=r[8], priority=r[9], depth=r[10],
-                dont_filter=bool(r[11]), redirects=r[12],
+                dont_filter=bool(r[11]), redirects=r[12], cookies=_loads(r[13]),
             )
             for r in rows
         ]  # fmt: skip
@@ -300,8 +328,11 @@ class Store:
         dropped: Counter[str] = Counter()
         dropped_items: Counter[str] = Counter()
         hops: list[int] = []  # keys of the redirects' next hops
+        cookie_rows: list[CookieRow] = []
         for page in pages:
             dropped.update(page.dropped)
+            if page.cookies:
+                cookie_rows.extend(page.cookies)
             key = page.request.key
             request_rows.extend(self._request_rows(page.requests, page.request))
             if page.types is None:
@@ -324,7 +355,7 @@ class Store:
                 (state, page.status, page.url, page.size, page.attempts, page.error, now, key)
             )
         return await self._transaction(
-            request_rows, item_rows, page_rows, dropped, hops, dropped_items
+            request_rows, item_rows, page_rows, dropped, hops, dropped_items, cookie_rows
         )
 
     async def _transaction(
@@ -335,6 +366,7 @@ class Store:
         dropped: Counter[str],
         hops: list[int],
         dropped_items: Counter[str] | None,
+        cookie_rows: Sequence[CookieRow] = (),
     ) -> set[int]:
         db = self.db
         new: set[int] = set()
@@ -360,6 +392,8 @@ class Store:
                 await db.executemany(_COUNT_DROPPED, dropped.items())
             if dropped_items:
                 await db.executemany(_COUNT_DROPPED_ITEMS, dropped_items.items())
+            if cookie_rows:
+                await db.executemany(_SAVE_COOKIE, cookie_rows)
             await db.execute("COMMIT")
         except BaseException:
             # A cancelled aiosqlite call still runs: roll back whatever it left open.
@@ -379,7 +413,16 @@ class Store:
                 _dumps(dict(r.meta)) if r.meta else None,
                 _name(r.callback), _name(r.errback),
                 r.priority, r.depth, int(r.dont_filter), parent_key, r.redirects,
+                _dumps(_cookies(r.cookies)) if r.cookies else None,
             ))  # fmt: skip
+
+    async def cookies(self) -> list[CookieRow]:
+        """The saved cookies of every session, in the order they were set."""
+        rows = await self.db.execute_fetchall(
+            "SELECT jar, domain, path, name, value, host_only, secure, expires, seq"
+            " FROM cookies ORDER BY seq"
+        )
+        return [CookieRow(*row) for row in rows]
 
 
 def _duplicates(count: int, hops: list[int], new: set[int]) -> Counter[str]:
@@ -389,6 +432,11 @@ def _duplicates(count: int, hops: list[int], new: set[int]) -> Counter[str]:
     counts = Counter({"redirect to a page already crawled": lost_hops})
     counts["duplicate"] = count - lost_hops
     return +counts  # without the zero counts
+
+
+def _cookies(cookies: Any) -> Any:
+    """Request.cookies as JSON takes them: a dict, or Scrapy's list of dicts."""
+    return [dict(c) for c in cookies] if isinstance(cookies, list) else dict(cookies)
 
 
 def _name(callback: Any) -> str | None:
