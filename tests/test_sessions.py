@@ -234,11 +234,10 @@ class TwoAccounts(Spider):
 
     def start_requests(self) -> Iterator[Request]:
         for user in PASSWORDS:
-            meta = {"cookiejar": user, "user": user}
-            yield Request(self.start_urls[0], meta=meta, dont_filter=True)
+            yield Request(self.start_urls[0], meta={"cookiejar": user}, dont_filter=True)
 
     def parse(self, response: Response) -> FormRequest:
-        user = response.meta["user"]
+        user = response.meta["cookiejar"]
         return FormRequest.from_response(
             response,
             formcss="#login",
@@ -254,7 +253,7 @@ class TwoAccounts(Spider):
 
     def me(self, response: Response) -> Iterator[dict[str, Any]]:
         user = response.css_first(".user")
-        yield {"session": response.meta["user"], "server says": user.text() if user else None}
+        yield {"session": response.meta["cookiejar"], "server says": user.text() if user else None}
 
 
 async def test_two_accounts_in_one_crawl_keep_separate_sessions(
