@@ -16,6 +16,7 @@ same transaction as the page; a resumed crawl `load()`s the rows back into the j
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import time
@@ -122,7 +123,7 @@ class Jars:
         if domain.endswith("."):
             domain = ""
         domain = domain.removeprefix(".")
-        if domain and not (host == domain or host.endswith("." + domain)):
+        if domain and domain != host and (_is_ip(host) or not host.endswith("." + domain)):
             return None
         path = morsel["path"]
         if not path.startswith("/"):
@@ -191,6 +192,14 @@ def _morsels(cookies: Cookies, url: str) -> list[Morsel[str]]:
         if entry.get("secure"):
             jar[name]["secure"] = True
     return list(jar.values())
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _header(morsels: Iterable[Morsel[str]]) -> str | None:

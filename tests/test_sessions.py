@@ -22,6 +22,7 @@ from login_spider import LoginSpider
 
 from conftest import HOSTS, serve_on_hosts
 from crawler import FormRequest, Request, Response, Spider
+from crawler.cookies import Jars
 from crawler.engine import crawl
 from crawler.errors import UsageError
 from crawler.settings import Settings
@@ -548,3 +549,32 @@ async def test_a_crawl_killed_after_login_resumes_still_logged_in(
     assert not portal.denied  # and never turned away
     urls = Counter(item["url"] for item in stored(db))
     assert set(urls) == private_urls(portal) and set(urls.values()) == {1}
+
+
+async def test_saved_cookies_come_back_with_their_scope_and_expiry() -> None:
+    jars = Jars(record=True)
+    page = Request("http://www.shop.example/cart/view", key=5)
+    jars.receive(page, page.url, [
+        "sid=1; Path=/",
+        "cart=2",  # the default path: /cart
+        "safe=3; Secure; Path=/",
+        "old=4; Path=/; Expires=Wed, 21 Oct 2015 07:28:00 GMT",  # expired: deleted
+        "wide=5; Domain=shop.example; Path=/",  # the whole domain
+        "foreign=6; Domain=other.example",  # refused: not this host's domain
+        "later=7; Path=/; Max-Age=3600",
+    ])  # fmt: skip
+    rows = jars.take(5)
+    assert rows is not None and jars.take(5) is None
+    assert {row.name for row in rows} == {"sid", "cart", "safe", "old", "wide", "later"}
+
+    resumed = Jars()
+    resumed.load(rows)
+
+    def sent(url: str) -> set[str]:
+        header = resumed.header(Request(url), first_try=True) or ""
+        return {part.split("=")[0] for part in header.split("; ") if part}
+
+    assert sent("http://www.shop.example/cart/x") == {"sid", "cart", "wide", "later"}
+    assert sent("https://www.shop.example/") == {"sid", "safe", "wide", "later"}
+    assert sent("http://img.shop.example/") == {"wide"}  # host-only cookies stay home
+    assert sent("http://other.example/") == set()
