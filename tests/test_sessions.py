@@ -12,6 +12,7 @@ import sqlite3
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from login_spider import LoginSpider
+from test_engine import OLD_REQUESTS_TABLE
 
 from conftest import HOSTS, serve_on_hosts
 from crawler import FormRequest, Request, Response, Spider
@@ -26,6 +28,7 @@ from crawler.cookies import Jars
 from crawler.engine import crawl
 from crawler.errors import UsageError
 from crawler.settings import Settings
+from crawler.urls import fingerprint
 
 LOGIN_SPIDER = Path(__file__).with_name("login_spider.py")
 PASSWORDS = {"alice": "open sesame", "bob": "hunter2"}
@@ -295,6 +298,9 @@ class Steps(Spider):
             step = self.steps[i + 1]
             meta = {**(step.meta or {}), "i": i + 1}
             yield step.replace(callback=self.next, errback=self.failed, meta=meta)
+
+    def echo(self, response: Response) -> Iterator[dict[str, Any]]:
+        yield {"url": response.url, "cookies": response.text}
 
     def failed(self, failure: Any) -> Iterator[Request | dict[str, Any]]:
         response = failure.response
@@ -578,3 +584,28 @@ async def test_saved_cookies_come_back_with_their_scope_and_expiry() -> None:
     assert sent("https://www.shop.example/") == {"sid", "safe", "wide", "later"}
     assert sent("http://img.shop.example/") == {"wide"}  # host-only cookies stay home
     assert sent("http://other.example/") == set()
+
+
+async def test_a_database_of_an_earlier_schema_gets_the_cookie_column_and_table(
+    portal: Portal, tmp_path: Path
+) -> None:
+    db = tmp_path / "old.db"
+    queued = [portal.url("/set?top=1&path=/"), portal.url("/echo")]
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.executescript(OLD_REQUESTS_TABLE)  # no cookies column, no cookies table
+        conn.executemany(
+            "INSERT INTO crawl VALUES (?, ?)",
+            [("spider", Steps.name), ("schema", "1"), ("created", "0")],
+        )
+        conn.executemany(
+            "INSERT INTO requests (id, fp, url, method, callback, priority, depth, dont_filter)"
+            " VALUES (?, ?, ?, 'GET', 'echo', 0, 0, 0)",
+            [(key, fingerprint("GET", url, None), url) for key, url in enumerate(queued, 1)],
+        )
+    summary = await run_steps(tmp_path, [Request(queued[0])], "old.db", CONCURRENCY=1)
+
+    assert summary.pages_done == 2 and summary.errors == {}
+    assert portal.cookies_at("/echo") == ["top=1"]
+    with sqlite3.connect(db) as conn:
+        assert ("top",) in conn.execute("SELECT name FROM cookies").fetchall()
+        assert "cookies" in {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
