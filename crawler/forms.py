@@ -69,7 +69,8 @@ class FormRequest(Request):
     ) -> FormRequest:
         """A request that submits a form of `response`: the one `formcss` selects (or that
         holds what it selects), else the one named `formname` or with id `formid`, else
-        the `formnumber`th (the first). FormNotFound if there is no such form."""
+        the `formnumber`th (the first). FormNotFound if there is no such form. Other
+        keywords are Request's (`callback`, `meta`, `dont_filter`, `headers`, `url`...)."""
         form = find_form(response, formcss, formname, formid, formnumber)
         given = _pairs(formdata) if formdata is not None else []
         overridden = {name for name, _ in given}
@@ -83,6 +84,7 @@ class FormRequest(Request):
         pairs.extend(given)
         action = (form.attributes.get("action") or "").strip()
         url = response.urljoin(action) if action else response.url.partition("#")[0]
+        url = kwargs.pop("url", None) or url  # Scrapy's: another URL than the action
         chosen = (method or form.attributes.get("method") or "GET").strip().upper()
         if chosen not in ("GET", "POST"):
             chosen = "GET"  # as browsers treat an unknown method

@@ -217,3 +217,14 @@ async def test_forms_and_json_through_a_crawl(shop: dict[str, str], tmp_path: Pa
     assert answers["/results"] == {"q": "lamps", "sort": "name", "go": "Search"}
     assert answers["/api"] == {"type": "application/json", "got": {"basket": ["lamp"]}}
     assert summary.errors == {"FormNotFound in parse": 1}  # /plain: the page's error kind
+
+
+def test_from_response_takes_request_keywords() -> None:
+    response = page(EVERY_KIND)
+    request = FormRequest.from_response(
+        response, formcss="#profile", url="http://shop.example/other", meta={"k": 1},
+        dont_filter=True, headers={"X-A": "1"}, priority=3,
+    )  # fmt: skip
+    assert request.url == "http://shop.example/other" and request.method == "POST"
+    assert request.meta == {"k": 1} and request.dont_filter and request.priority == 3
+    assert request.headers == {"X-A": "1", "Content-Type": "application/x-www-form-urlencoded"}
