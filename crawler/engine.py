@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crawler.cookies import Jars
 from crawler.errors import FetchError, SpiderError, UsageError
 from crawler.fetcher import Fetcher, backoff
 from crawler.frontier import Frontier
@@ -179,6 +180,8 @@ class Engine:
         self._fetcher: Fetcher | None = None
         self._started = time.monotonic()
         self._retried = 0  # fetches again that middleware asked for
+        # The sessions' cookies: each page's saved with its commit, loaded on resume.
+        self.jars = Jars(record=True) if self.settings.cookies else None
 
     async def run(self) -> Summary:
         """Crawl until the frontier is empty, MAX_PAGES is reached, or `stop()`."""
@@ -192,7 +195,7 @@ class Engine:
                 await stack.enter_async_context(cache)
             await stack.enter_async_context(self.store)
             fetcher = await stack.enter_async_context(
-                Fetcher(self.settings, self.frontier.hold, cache)
+                Fetcher(self.settings, self.frontier.hold, cache, self.jars)
             )
             self._fetcher = fetcher
             robots = (
@@ -279,6 +282,8 @@ class Engine:
         started, queued = stored.pages_started, stored.queued
         self.stats.add(await self.store.stats())
         self.frontier.restore(stored.next_key, started, queued)
+        if self.jars is not None and (started or queued):
+            self.jars.load(await self.store.cookies())  # still logged in
         if started or queued:
             log.info("resuming %s: %d pages done, %d queued", self.store.path, started, queued)
             return
@@ -306,7 +311,7 @@ class Engine:
             )
         except SpiderError as exc:
             raise UsageError(f"cannot resume {self.store.path}: {exc}") from None
-        return Request.make(
+        request = Request.make(
             row.url,
             callback,
             row.method,
@@ -321,6 +326,9 @@ class Engine:
             row.key,
             row.fp,
         )
+        if row.cookies:
+            request.cookies = row.cookies
+        return request
 
     async def _fetch_loop(self, fetcher: Fetcher, robots: Robots | None) -> None:
         while (request := await self.frontier.get()) is not None:
@@ -428,6 +436,10 @@ class Engine:
                 page.dropped = admission.dropped
             if not pages:
                 continue
+            jars = self.jars
+            if jars is not None and jars.changed:  # the cookies pages set commit with them
+                for page in pages:
+                    page.cookies = jars.take(page.request.key)
             new = await self.store.commit_pages(pages)
             self._push([r for page in pages for r in page.requests], new)
             stats = self.stats

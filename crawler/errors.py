@@ -7,6 +7,7 @@ CrawlError
 ├── SitemapError      a sitemap that is not XML, or not a sitemap (its page fails)
 ├── DropItem          raised by an item pipeline: the item is not stored (the reason is counted)
 ├── IgnoreRequest     raised by a middleware: the page is not fetched, or not kept
+├── FormNotFound      FormRequest.from_response: the page has no such form (a ValueError too)
 └── UsageError        bad input from the user: one line on stderr, exit 2
 """
 
@@ -66,6 +67,11 @@ class DropItem(CrawlError):
 class IgnoreRequest(CrawlError):
     """Raised by a middleware's `process_request` or `process_response`: the page is
     skipped, with the message as its reason."""
+
+
+class FormNotFound(CrawlError, ValueError):
+    """`FormRequest.from_response` found no form to fill in (none on the page, or none that
+    `formcss` selects); in a callback, the page fails as `FormNotFound in parse`."""
 
 
 class UsageError(CrawlError):

@@ -5,23 +5,31 @@ stage makes its next hop a request of its own). Retries go through aiohttp-retry
 request function is ours (`_Attempt`): it sends the request and reads the body, capped
 at MAX_BODY, so a connection reset or a timeout mid-body is retried like one before the
 headers. Library errors become FetchError at one boundary, in `fetch()`.
+
+Each try is sent with the Cookie header of the request's session, and each answer's
+Set-Cookie goes into it (crawler/cookies.py; `COOKIES`). `DEFAULT_HEADERS` are the
+session's headers, under each request's own; `HTTP_AUTH` credentials go to their host
+only, decided by each request's own URL (a redirect's next hop is a request of its own).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import random
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp_retry import RetryClient, RetryOptionsBase
 
+from crawler.cookies import Jars
 from crawler.errors import BodyTooLarge, FetchError
 from crawler.http import Request, Response
 from crawler.settings import Settings
@@ -102,16 +110,27 @@ class _Attempt:
     """The request function aiohttp-retry calls once per try: send (redirects are not
     followed), then read the body."""
 
-    def __init__(self, session: aiohttp.ClientSession, max_body: int) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, max_body: int, jars: Jars | None = None
+    ) -> None:
         self._session = session
         self._max_body = max_body
+        self._jars = jars
 
     async def request(
         self, method: str, url: str, *, trace_request_ctx: dict[str, Any], **kwargs: Any
     ) -> aiohttp.ClientResponse:
         state: _State = trace_request_ctx["state"]
         state.attempts = trace_request_ctx["current_attempt"]
+        jars = self._jars
+        if jars is not None:  # per try: a retried answer may have set a cookie
+            cookie = jars.header(state.request, state.attempts == 1)
+            headers = kwargs.get("headers")
+            if cookie is not None and not _has(headers, "cookie"):  # the request's own wins
+                kwargs["headers"] = {**(headers or {}), "Cookie": cookie}
         response = await self._session.request(method, url, allow_redirects=False, **kwargs)
+        if jars is not None and "Set-Cookie" in response.headers:  # 3xx and errors too
+            jars.receive(state.request, str(response.url), response.headers.getall("Set-Cookie"))
         try:
             state.body = await self._read(response, state.request)
         except BaseException:
@@ -196,9 +215,13 @@ class Fetcher:
         settings: Settings,
         on_wait: Callable[[str, float], None],
         cache: Cache | None = None,
+        jars: Jars | None = None,
     ) -> None:
         self._settings = settings
         self._cache = cache
+        # The crawl's jars (saved with its pages), else this fetcher's own; none: COOKIES off.
+        self.jars = (jars or Jars()) if settings.cookies else None
+        self._auth = {host: _basic(*pair) for host, pair in settings.http_auth.items()}
         self.bytes = 0  # body bytes received from the network
         self.retries = 0
         self._on_wait = on_wait
@@ -211,12 +234,16 @@ class Fetcher:
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=s.timeout, sock_connect=s.timeout),
-            headers={"User-Agent": s.user_agent, "Accept-Encoding": "gzip, deflate"},
+            headers={
+                "Accept-Encoding": "gzip, deflate",
+                **s.default_headers,  # under each request's own headers, as aiohttp merges them
+                "User-Agent": s.user_agent,
+            },
             auto_decompress=False,  # _Attempt._read inflates, under the MAX_BODY cap
-            cookie_jar=aiohttp.DummyCookieJar(),
+            cookie_jar=aiohttp.DummyCookieJar(),  # the jars are ours: one per session
         )
         self._client = RetryClient(
-            client_session=_Attempt(self._session, s.max_body),  # type: ignore[arg-type]
+            client_session=_Attempt(self._session, s.max_body, self.jars),  # type: ignore[arg-type]
             retry_options=PoliteRetry(s.retries + 1, self._on_wait),
         )
         return self
@@ -238,6 +265,8 @@ class Fetcher:
         cached = await self._cache.get(request, fp) if self._cache is not None else None
         if cached is not None:
             response, attempts = cached, 0
+            if self.jars is not None and "Set-Cookie" in cached.headers:
+                self.jars.receive(request, cached.url, _set_cookies(cached.headers))
         else:
             response, attempts = await self._fetch(request)
             if self._cache is not None and _cacheable(response):
@@ -249,11 +278,14 @@ class Fetcher:
     async def _fetch(self, request: Request) -> tuple[Response, int]:
         assert self._client is not None, "Fetcher used outside `async with`"
         state = _State(request)
+        sent = dict(request.headers) if request.headers else None
+        if self._auth:
+            sent = self._authorize(request.url, sent)
         try:
             async with self._client.request(
                 request.method,
                 request.url,
-                headers=dict(request.headers) if request.headers else None,
+                headers=sent,
                 data=request.body,
                 trace_request_ctx={"state": state},
             ) as response:
@@ -273,6 +305,34 @@ class Fetcher:
             url=url, status=status, headers=headers, body=state.body, request=request
         )
         return fetched, state.attempts
+
+    def _authorize(self, url: str, headers: dict[str, str] | None) -> dict[str, str] | None:
+        """`headers` with the Basic credentials HTTP_AUTH has for the URL's host (its
+        `host:port` entry, else its `host` entry), unless they carry an Authorization."""
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+        found = self._auth.get(f"{host}:{port}") if port is not None else None
+        found = found or self._auth.get(host)
+        if found is None or _has(headers, "authorization"):
+            return headers
+        return {**(headers or {}), "Authorization": found}
+
+
+def _basic(user: str, password: str) -> str:
+    """The Authorization header of Basic credentials (RFC 7617, UTF-8)."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+def _has(headers: Mapping[str, str] | None, name: str) -> bool:
+    """Whether `headers` has `name` (lower case), in any case."""
+    return bool(headers) and any(k.lower() == name for k in headers or ())
+
+
+def _set_cookies(headers: Mapping[str, str]) -> list[str]:
+    """Every Set-Cookie value of a response's headers (a multidict, or a plain mapping)."""
+    getall = getattr(headers, "getall", None)
+    return list(getall("Set-Cookie", ())) if getall is not None else [headers["Set-Cookie"]]
 
 
 def _cacheable(response: Response) -> bool:

@@ -223,7 +223,7 @@ class Frontier:
         """A copy of `r` with its depth, row key and fingerprint."""
         key = self._next_key
         self._next_key += 1
-        return Request.make(
+        admitted = Request.make(
             r.url,
             r.callback,
             r.method,
@@ -238,6 +238,9 @@ class Frontier:
             key,
             fp,
         )
+        if r.cookies is not None:
+            admitted.cookies = r.cookies
+        return admitted
 
     # -- hand-out: what the fetch workers get -----------------------------------------
 

@@ -11,7 +11,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import InitVar, dataclass, field, replace
 from typing import Any
 
 from charset_normalizer import from_bytes
@@ -22,6 +22,9 @@ from crawler.urls import host_of, joiner, urljoin
 
 Callback = Callable[..., Any]
 Item = dict[str, Any]  # as stored; a callback may also yield dataclass instances
+# Request(cookies=...): {name: value}, or Scrapy's list of {"name", "value", "domain", "path"}
+Cookies = Mapping[str, str] | list[dict[str, Any]]
+_NO_JSON: Any = object()  # Request(json=...) not given
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_:.+-]+)""", re.I)
 _NEAR_TIE = 0.1  # charset-normalizer's "chaos" difference that counts as a tie
@@ -42,7 +45,8 @@ class Request:
     method: str = "GET"
     headers: Mapping[str, str] | None = None
     body: bytes | None = None
-    meta: Mapping[str, Any] | None = None  # the user's; the framework never reads it
+    meta: Mapping[str, Any] | None = None  # the user's; the framework reads only Scrapy's
+    # keys "cookiejar" and "dont_merge_cookies" (crawler/cookies.py)
     priority: int = 0
     dont_filter: bool = False
     errback: Callback | None = None
@@ -50,12 +54,25 @@ class Request:
     redirects: int = 0  # the redirect hops that led to this request
     key: int = field(default=0, repr=False, compare=False)  # its row in the crawl database
     fp: bytes = field(default=b"", repr=False, compare=False)  # its fingerprint, once admitted
+    cookies: Cookies | None = None  # sent with it, and kept in its session's jar
+    json: InitVar[Any] = _NO_JSON  # a JSON body: sets body, Content-Type, and POST for GET
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, json: Any) -> None:
         if self.body is not None and isinstance(self.body, str):
             self.body = self.body.encode()
         if self.method != "GET" and self.method != self.method.upper():
             self.method = self.method.upper()
+        if json is not _NO_JSON:
+            self._set_json(json)
+
+    def _set_json(self, data: Any) -> None:
+        self.body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+        if self.method == "GET":  # a JSON body is sent with POST unless another method is given
+            self.method = "POST"
+        headers = dict(self.headers or {})
+        if not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = "application/json"
+        self.headers = headers
 
     def replace(self, **changes: Any) -> Request:
         """A copy with some fields changed."""
@@ -221,7 +238,7 @@ def redirect_request(response: Response) -> Request | None:
             headers = {k: v for k, v in headers.items() if k.lower() not in _BODY_HEADERS}
     if headers and host_of(url) != host_of(r.url):  # credentials stay with their host
         headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-    return Request.make(
+    hop = Request.make(
         url=url,
         callback=r.callback,
         method=method,
@@ -236,6 +253,11 @@ def redirect_request(response: Response) -> Request | None:
         key=0,  # not admitted yet
         fp=b"",
     )
+    # Cookies kept out of the jar (dont_merge_cookies) go on with the request on its host;
+    # merged ones are in the jar already, which sends them wherever their domain allows.
+    if r.cookies and r.meta and r.meta.get("dont_merge_cookies") and host_of(url) == host_of(r.url):
+        hop.cookies = r.cookies
+    return hop
 
 
 def decode_body(content_type: str, body: bytes) -> tuple[str, str]:
@@ -291,3 +313,4 @@ class PageResult:
     elapsed: float | None = None  # seconds the fetch took (for the dashboard)
     headers: Mapping[str, str] | None = None  # the response's headers, when there was one
     error_text: str | None = None  # the error's message, beside its kind in `error`
+    cookies: list[Any] | None = None  # cookie rows its answers set, saved with its commit

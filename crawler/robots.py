@@ -53,7 +53,9 @@ class Robots:
         return float(delay or 0.0)
 
     async def _load(self, origin: str) -> Protego | None:
-        request: Request | None = Request(f"{origin}/robots.txt")
+        # No cookies: robots.txt is the host's, not a session's (its hops keep the meta).
+        robots = Request(f"{origin}/robots.txt", meta={"dont_merge_cookies": True})
+        request: Request | None = robots
         try:
             while request is not None:
                 response, _ = await self._fetch(request)

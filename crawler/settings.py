@@ -6,8 +6,9 @@ Sources, later wins: defaults, the spider's `custom_settings`, `-s KEY=VALUE`.
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -40,6 +41,9 @@ class Settings:
     pipelines: tuple[Any, ...] = ()  # classes or instances with process_item
     middlewares: tuple[Any, ...] = ()  # classes or instances with process_request/_response/_error
     sitemap_since: datetime | None = None  # sitemap <url>s last modified before it are skipped
+    cookies: bool = True
+    default_headers: Mapping[str, str] = field(default_factory=dict)
+    http_auth: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # host -> (user, pass)
 
     @classmethod
     def build(cls, *layers: Mapping[str, Any]) -> Settings:
@@ -148,6 +152,44 @@ def _since(key: str, raw: Any) -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
+def _json_or(key: str, raw: Any) -> Any:
+    """A dict as given in custom_settings, or its JSON text from the command line."""
+    if isinstance(raw, str):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise UsageError(f"setting {key}={raw!r}: expected a JSON object") from None
+    return raw
+
+
+def _default_headers(key: str, raw: Any) -> dict[str, str]:
+    value = _json_or(key, raw)
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and k.strip() and isinstance(v, str) for k, v in value.items()
+    ):
+        raise UsageError(f"setting {key}={raw!r}: expected a dict of header names to strings")
+    if any(k.strip().lower() == "user-agent" for k in value):
+        raise UsageError(f"setting {key}: set User-Agent with USER_AGENT")
+    return {k.strip(): v for k, v in value.items()}
+
+
+def _http_auth(key: str, raw: Any) -> dict[str, tuple[str, str]]:
+    value = _json_or(key, raw)
+    expected = f"setting {key}={raw!r}: expected a dict of hosts to (user, password)"
+    if not isinstance(value, Mapping):
+        raise UsageError(expected)
+    auth: dict[str, tuple[str, str]] = {}
+    for host, pair in value.items():
+        if not isinstance(host, str) or not host.strip() or "/" in host:
+            raise UsageError(expected)
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise UsageError(expected)
+        if not all(isinstance(part, str) for part in pair) or ":" in pair[0]:
+            raise UsageError(expected)
+        auth[host.strip().lower()] = (pair[0], pair[1])
+    return auth
+
+
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "concurrency": _int(1),
     "per_host": _int(1),
@@ -167,4 +209,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "pipelines": _pipelines,
     "middlewares": _middlewares,
     "sitemap_since": _since,
+    "cookies": _bool,
+    "default_headers": _default_headers,
+    "http_auth": _http_auth,
 }

@@ -6,10 +6,11 @@ the request that is its next hop), `items`, `dropped` and `items_dropped` (links
 items not kept, by reason); for the dashboard, `minutes` (pages, failures, items, bytes
 per minute), `hosts` and `host_times` (per-host counts and a histogram of response
 times), all upserted in the pages' own transaction, and `live` (the frontier's per-host
-state, rewritten every few seconds). `commit_pages()` is one transaction for a batch of
-pages: each page's items, the requests it found and the mark that it is done commit
-together, so a crash (even kill -9) loses whole pages, never half of one, and a resumed
-crawl stores every item exactly once.
+state, rewritten every few seconds); `cookies` (the crawl's sessions: each cookie a
+page's answers set, saved with that page). `commit_pages()` is one transaction for a
+batch of pages: each page's items, the requests it found and the mark that it is done
+commit together, so a crash (even kill -9) loses whole pages, never half of one, and a
+resumed crawl stores every item exactly once.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, NamedTuple
 
 import aiosqlite
 
+from crawler.cookies import CookieRow
 from crawler.errors import UsageError
 from crawler.http import PageResult, Request
 from crawler.stats import Stats
@@ -66,7 +68,8 @@ CREATE TABLE IF NOT EXISTS requests (
     attempts INTEGER,
     error TEXT,
     finished_at REAL,
-    redirects INTEGER NOT NULL DEFAULT 0
+    redirects INTEGER NOT NULL DEFAULT 0,
+    cookies TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_queued ON requests (id) WHERE state = 0;
 CREATE UNIQUE INDEX IF NOT EXISTS requests_seen ON requests (fp) WHERE dont_filter = 0;
@@ -78,12 +81,25 @@ CREATE TABLE IF NOT EXISTS items (
     type TEXT
 );
 CREATE TABLE IF NOT EXISTS items_dropped (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS cookies (
+    jar TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    path TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    host_only INTEGER NOT NULL,
+    secure INTEGER NOT NULL,
+    expires REAL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (jar, domain, path, name)
+);
 """
 # Columns added since a table was first created: (table, column, definition). A database
 # made by an earlier version gets them when opened (_upgrade).
 _ADDED_COLUMNS = [
     ("requests", "redirects", "INTEGER NOT NULL DEFAULT 0"),
     ("items", "type", "TEXT"),
+    ("requests", "cookies", "TEXT"),
 ]
 
 # Added for the dashboard (crawler serve). Every write is O(1) per page, never per link:
@@ -161,8 +177,18 @@ TIME_BUCKETS = 8  # response-time histogram buckets per doubling (each ~9% wide)
 
 _INSERT_REQUEST = """
 INSERT OR IGNORE INTO requests (id, fp, url, method, headers, body, meta, callback, errback,
-                      priority, depth, dont_filter, parent, redirects)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                      priority, depth, dont_filter, parent, redirects, cookies)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+# A cookie set by a page: a later one (by seq) replaces it, an earlier one does not (pages
+# of one batch may commit in another order than their answers came).
+_SAVE_COOKIE = """
+INSERT INTO cookies (jar, domain, path, name, value, host_only, secure, expires, seq)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (jar, domain, path, name) DO UPDATE SET
+    value = excluded.value, host_only = excluded.host_only, secure = excluded.secure,
+    expires = excluded.expires, seq = excluded.seq
+WHERE excluded.seq > cookies.seq
 """
 _COUNT_DROPPED = """
 INSERT INTO dropped (reason, count) VALUES (?, ?)
@@ -197,6 +223,7 @@ class RequestRow(NamedTuple):
     dont_filter: int
     parent: int | None
     redirects: int
+    cookies: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +252,7 @@ class StoredRequest:
     depth: int
     dont_filter: bool
     redirects: int
+    cookies: dict[str, str] | list[dict[str, Any]] | None = None
 
 
 @dataclass(slots=True)
@@ -400,7 +428,7 @@ class Store:
         and the key up to which every queued request was read."""
         rows = await self.db.execute_fetchall(
             "SELECT id, fp, url, method, headers, body, meta, callback, errback, priority, depth,"
-            " dont_filter, redirects FROM requests WHERE state = 0 AND id > ? AND id <= ?"
+            " dont_filter, redirects, cookies FROM requests WHERE state = 0 AND id > ? AND id <= ?"
             " ORDER BY id LIMIT ?",
             (after, upto, limit),
         )
@@ -408,7 +436,7 @@ class Store:
             StoredRequest(
                 key=r[0], fp=r[1], url=r[2], method=r[3], headers=_loads(r[4]), body=r[5],
                 meta=_loads(r[6]), callback=r[7], errback=r[8], priority=r[9], depth=r[10],
-                dont_filter=bool(r[11]), redirects=r[12],
+                dont_filter=bool(r[11]), redirects=r[12], cookies=_loads(r[13]),
             )
             for r in rows
         ]  # fmt: skip
@@ -432,8 +460,11 @@ class Store:
         dropped_items: Counter[str] = Counter()
         hops: list[int] = []  # keys of the redirects' next hops
         stats = _PageStats(now)
+        cookie_rows: list[CookieRow] = []
         for page in pages:
             dropped.update(page.dropped)
+            if page.cookies:
+                cookie_rows.extend(page.cookies)
             key = page.request.key
             request_rows.extend(self._request_rows(page.requests, page.request))
             if page.types is None:
@@ -461,7 +492,7 @@ class Store:
                 links[-1].key if links else None, key,
             ))  # fmt: skip
         return await self._transaction(
-            request_rows, item_rows, page_rows, dropped, hops, dropped_items, stats
+            request_rows, item_rows, page_rows, dropped, hops, dropped_items, stats, cookie_rows
         )
 
     async def _transaction(
@@ -473,11 +504,13 @@ class Store:
         hops: list[int],
         dropped_items: Counter[str] | None,
         stats: _PageStats | None = None,
+        cookie_rows: Sequence[CookieRow] = (),
     ) -> set[int]:
         async with self._lock:  # record_live() shares the connection
             return await self._write(
-                request_rows, item_rows, page_rows, dropped, hops, dropped_items, stats
-            )
+                request_rows, item_rows, page_rows, dropped, hops, dropped_items, stats,
+                cookie_rows,
+            )  # fmt: skip
 
     async def _write(
         self,
@@ -488,6 +521,7 @@ class Store:
         hops: list[int],
         dropped_items: Counter[str] | None,
         stats: _PageStats | None,
+        cookie_rows: Sequence[CookieRow] = (),
     ) -> set[int]:
         db = self.db
         new: set[int] = set()
@@ -515,6 +549,8 @@ class Store:
                 await db.executemany(_COUNT_DROPPED_ITEMS, dropped_items.items())
             if stats is not None:
                 await stats.write(db)
+            if cookie_rows:
+                await db.executemany(_SAVE_COOKIE, cookie_rows)
             await db.execute("COMMIT")
         except BaseException:
             # A cancelled aiosqlite call still runs: roll back whatever it left open.
@@ -534,7 +570,16 @@ class Store:
                 _dumps(dict(r.meta)) if r.meta else None,
                 _name(r.callback), _name(r.errback),
                 r.priority, r.depth, int(r.dont_filter), parent_key, r.redirects,
+                _dumps(_cookies(r.cookies)) if r.cookies else None,
             ))  # fmt: skip
+
+    async def cookies(self) -> list[CookieRow]:
+        """The saved cookies of every session, in the order they were set."""
+        rows = await self.db.execute_fetchall(
+            "SELECT jar, domain, path, name, value, host_only, secure, expires, seq"
+            " FROM cookies ORDER BY seq"
+        )
+        return [CookieRow(*row) for row in rows]
 
 
 def _duplicates(count: int, hops: list[int], new: set[int]) -> Counter[str]:
@@ -589,6 +634,11 @@ def time_bucket(seconds: float) -> int:
 def bucket_seconds(bucket: int) -> float:
     """The upper bound of a histogram bucket, in seconds."""
     return float(2 ** (bucket / TIME_BUCKETS) / 1000)
+
+
+def _cookies(cookies: Any) -> Any:
+    """Request.cookies as JSON takes them: a dict, or Scrapy's list of dicts."""
+    return [dict(c) for c in cookies] if isinstance(cookies, list) else dict(cookies)
 
 
 def _name(callback: Any) -> str | None:
