@@ -21,7 +21,7 @@ import math
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -106,7 +106,7 @@ _ADDED_COLUMNS = [
 # the partial indexes gain an entry only when a page finishes or fails.
 _PAGE_COLUMNS = {
     "elapsed": "REAL",  # seconds the fetch took, retries included
-    "response_headers": "TEXT",  # JSON object
+    "response_headers": "TEXT",  # one `Name: value` line each (header_block)
     "error_text": "TEXT",  # the last error's message
     "links_from": "INTEGER",  # the keys of the requests the page queued lie in
     "links_to": "INTEGER",  # [links_from, links_to]
@@ -487,7 +487,7 @@ class Store:
             links = page.requests  # the first and last key bound them: a key range read
             page_rows.append((
                 state, page.status, page.url, page.size, page.attempts, page.error, now,
-                page.elapsed, _dumps(dict(page.headers)) if page.headers is not None else None,
+                page.elapsed, header_block(page.headers) if page.headers is not None else None,
                 page.error_text, links[0].key if links else None,
                 links[-1].key if links else None, key,
             ))  # fmt: skip
@@ -645,8 +645,22 @@ def _name(callback: Any) -> str | None:
     return None if callback is None else str(callback.__name__)
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
+# One encoder for every row: json.dumps with arguments builds a new one per call.
+_dumps = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
+
+def header_block(headers: Mapping[str, str]) -> str:
+    """A response's headers as stored: one `Name: value` line each, repeats kept."""
+    return "\r\n".join([f"{name}: {value}" for name, value in headers.items()])
+
+
+def header_pairs(block: str) -> list[tuple[str, str]]:
+    """The (name, value) pairs of a stored header block."""
+    pairs = []
+    for line in block.split("\r\n"):
+        name, _, value = line.partition(": ")
+        pairs.append((name, value))
+    return pairs
 
 
 def _loads(text: str | None) -> Any:

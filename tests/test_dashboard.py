@@ -207,7 +207,7 @@ async def test_api_answers_what_status_says(crawled: Path) -> None:
         assert broken["url"].endswith("/g/7") and broken["error_text"] == "page seven is broken"
         async with http.get(f"/api/page/{broken['id']}") as response:
             found = await response.json()
-        assert found["items"] and found["headers"]["Content-Type"].startswith("text/html")
+        assert found["items"] and dict(found["headers"])["Content-Type"].startswith("text/html")
         assert found["parent"]["url"] and found["elapsed"] > 0
         async with http.get("/api/hosts", params={"sort": "host", "order": "asc"}) as response:
             hosts = await response.json()

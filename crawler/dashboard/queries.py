@@ -24,6 +24,7 @@ from crawler.storage.sqlite import (
     REDIRECTED,
     SKIPPED,
     bucket_seconds,
+    header_pairs,
     read_summary,
 )
 
@@ -291,7 +292,7 @@ def page(db: sqlite3.Connection, schema: Schema, key: int, limit: int) -> dict[s
         "status": status, "final_url": final_url, "size": size, "attempts": attempts,
         "error": error, "error_text": message, "finished_at": finished, "depth": depth,
         "callback": callback, "elapsed": elapsed,
-        "headers": json.loads(headers) if headers else None, "parent": None,
+        "headers": header_pairs(headers) if headers else None, "parent": None,
     }  # fmt: skip
     if parent is not None:
         up = db.execute("SELECT id, url FROM requests WHERE id = ?", (parent,)).fetchone()

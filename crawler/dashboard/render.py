@@ -291,8 +291,7 @@ def page(found: dict[str, Any]) -> str:
          if parent else "(start request)"),
     ]  # fmt: skip
     rows = table(["", ""], [[name, value] for name, value in facts], table_id="page-facts")
-    headers = found["headers"] or {}
-    head_rows = [[escape(k), escape(str(v))] for k, v in headers.items()]
+    head_rows = [[escape(k), escape(v)] for k, v in found["headers"] or []]
     parts = [
         rows,
         "<h2>Response headers</h2>",
