@@ -277,9 +277,9 @@ class Fetcher:
 
 def _cacheable(response: Response) -> bool:
     """Successful pages and redirects (with their Location); and robots.txt answers
-    short of a server error."""
+    short of a server error. Not a 304: it answers one conditional request, not the URL."""
     if response.status < 400:
-        return True
+        return response.status != 304
     return response.status < 500 and response.request.url.endswith("/robots.txt")
 
 

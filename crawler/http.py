@@ -27,6 +27,7 @@ _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_:.+-
 _NEAR_TIE = 0.1  # charset-normalizer's "chaos" difference that counts as a tie
 _HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?([^"';\s]+)""", re.I)
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+NOT_MODIFIED = 304
 MAX_REDIRECTS = 10  # hops followed from one request, at most
 _BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding"})
 
@@ -288,3 +289,6 @@ class PageResult:
     typed: bool = False  # some items are dataclass instances, to be validated and converted
     types: list[str | None] | None = None  # each item's type name, once any has one
     dropped_items: list[tuple[Any, str]] | None = None  # (item, reason) not stored
+    etag: str | None = None  # the response's validators, for a later conditional GET
+    last_modified: str | None = None
+    not_modified: bool = False  # answered 304: no callback ran

@@ -17,13 +17,16 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import aiosqlite
 
 from crawler.errors import UsageError
 from crawler.http import PageResult, Request
 from crawler.stats import Stats
+
+if TYPE_CHECKING:
+    from crawler.storage.refresh import Refreshed
 
 QUEUED, DONE, FAILED, SKIPPED, REDIRECTED = 0, 1, 2, 3, 4
 SCHEMA_VERSION = "1"
@@ -51,7 +54,10 @@ CREATE TABLE IF NOT EXISTS requests (
     attempts INTEGER,
     error TEXT,
     finished_at REAL,
-    redirects INTEGER NOT NULL DEFAULT 0
+    redirects INTEGER NOT NULL DEFAULT 0,
+    etag TEXT,
+    last_modified TEXT,
+    refresh INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS requests_queued ON requests (id) WHERE state = 0;
 CREATE UNIQUE INDEX IF NOT EXISTS requests_seen ON requests (fp) WHERE dont_filter = 0;
@@ -69,6 +75,9 @@ CREATE TABLE IF NOT EXISTS items_dropped (reason TEXT PRIMARY KEY, count INTEGER
 _ADDED_COLUMNS = [
     ("requests", "redirects", "INTEGER NOT NULL DEFAULT 0"),
     ("items", "type", "TEXT"),
+    ("requests", "etag", "TEXT"),
+    ("requests", "last_modified", "TEXT"),
+    ("requests", "refresh", "INTEGER NOT NULL DEFAULT 0"),
 ]
 _INSERT_REQUEST = """
 INSERT OR IGNORE INTO requests (id, fp, url, method, headers, body, meta, callback, errback,
@@ -85,7 +94,7 @@ ON CONFLICT (reason) DO UPDATE SET count = count + excluded.count
 """
 _FINISH_PAGE = """
 UPDATE requests SET state = ?, status = ?, final_url = ?, size = ?, attempts = ?,
-                    error = ?, finished_at = ?
+                    error = ?, finished_at = ?, etag = ?, last_modified = ?
 WHERE id = ?
 """
 
@@ -156,6 +165,7 @@ class Summary:
     dropped: dict[str, int] = field(default_factory=dict)  # links not queued, by reason
     elapsed: float = 0.0  # of the run that returned this summary
     pages_this_run: int = 0
+    not_modified: int = 0  # pages the last --refresh found unchanged (answered 304)
 
     @property
     def finished(self) -> bool:
@@ -170,6 +180,8 @@ class Store:
         self.path = path
         self.spider = spider
         self._db: aiosqlite.Connection | None = None
+        self.refreshing: set[int] = set()  # keys of refreshes loaded and not yet committed
+        self.removed_items = 0  # old items of refreshed pages deleted, in this run
 
     async def __aenter__(self) -> Store:
         check_database(self.path, must_exist=False)
@@ -269,7 +281,8 @@ class Store:
         and the key up to which every queued request was read."""
         rows = await self.db.execute_fetchall(
             "SELECT id, fp, url, method, headers, body, meta, callback, errback, priority, depth,"
-            " dont_filter, redirects FROM requests WHERE state = 0 AND id > ? AND id <= ?"
+            " dont_filter, redirects, refresh, etag, last_modified"
+            " FROM requests WHERE state = 0 AND id > ? AND id <= ?"
             " ORDER BY id LIMIT ?",
             (after, upto, limit),
         )
@@ -281,6 +294,10 @@ class Store:
             )
             for r in rows
         ]  # fmt: skip
+        if any(r[13] for r in rows):  # refreshes: they go out with their page's validators
+            from crawler.storage.refresh import conditional
+
+            requests = conditional(rows, requests, self.refreshing)
         return requests, (requests[-1].key if len(requests) == limit else upto)
 
     async def add_requests(self, requests: Sequence[Request], dropped: Counter[str]) -> set[int]:
@@ -294,6 +311,11 @@ class Store:
         """One transaction: every page's items, its new requests, and its done-mark;
         the keys of the requests that were new (the others were seen before)."""
         now = time.time()
+        refreshed = None
+        if self.refreshing:  # some pages of this batch may be refreshes
+            from crawler.storage.refresh import Refreshed
+
+            refreshed = Refreshed.of(pages, self.refreshing, now)
         request_rows: list[RequestRow] = []
         item_rows: list[tuple[int, str, str | None]] = []
         page_rows: list[tuple[Any, ...]] = []
@@ -320,11 +342,14 @@ class Store:
                 hops.extend(r.key for r in page.requests)
             else:
                 state = DONE
-            page_rows.append(
-                (state, page.status, page.url, page.size, page.attempts, page.error, now, key)
-            )
+            page_rows.append((
+                state, page.status, page.url, page.size, page.attempts, page.error, now,
+                page.etag, page.last_modified, key,
+            ))  # fmt: skip
+        if refreshed is not None:
+            page_rows = refreshed.usual(page_rows)
         return await self._transaction(
-            request_rows, item_rows, page_rows, dropped, hops, dropped_items
+            request_rows, item_rows, page_rows, dropped, hops, dropped_items, refreshed
         )
 
     async def _transaction(
@@ -335,6 +360,7 @@ class Store:
         dropped: Counter[str],
         hops: list[int],
         dropped_items: Counter[str] | None,
+        refreshed: Refreshed | None = None,
     ) -> set[int]:
         db = self.db
         new: set[int] = set()
@@ -350,12 +376,16 @@ class Store:
                 new = {key for (key,) in keys}
                 if len(new) < len(request_rows):
                     dropped = dropped + _duplicates(len(request_rows) - len(new), hops, new)
+            if refreshed is not None:  # old items go before the new ones come
+                await refreshed.before_items(db)
             if item_rows:
                 await db.executemany(
                     "INSERT INTO items (page, data, type) VALUES (?, ?, ?)", item_rows
                 )
             if page_rows:
                 await db.executemany(_FINISH_PAGE, page_rows)
+            if refreshed is not None:
+                await refreshed.after_pages(db)
             if dropped:
                 await db.executemany(_COUNT_DROPPED, dropped.items())
             if dropped_items:
@@ -365,6 +395,9 @@ class Store:
             # A cancelled aiosqlite call still runs: roll back whatever it left open.
             await db.rollback()
             raise
+        if refreshed is not None:
+            self.refreshing -= refreshed.keys
+            self.removed_items += refreshed.removed
         return new
 
     @staticmethod
@@ -483,6 +516,12 @@ def read_summary(db: sqlite3.Connection) -> Summary:
         )
     except sqlite3.OperationalError:  # a database made before items could be dropped
         summary.items_dropped = {}
+    try:
+        summary.not_modified = db.execute(
+            "SELECT COUNT(*) FROM requests WHERE refresh = 2"  # refresh.NOT_MODIFIED
+        ).fetchone()[0]
+    except sqlite3.OperationalError:  # a database made before --refresh
+        summary.not_modified = 0
     summary.status_codes = dict(
         db.execute(
             "SELECT status, COUNT(*) FROM requests WHERE status IS NOT NULL"
