@@ -30,6 +30,7 @@ REDIRECTS = frozenset({301, 302, 303, 307, 308})
 NOT_MODIFIED = 304
 MAX_REDIRECTS = 10  # hops followed from one request, at most
 _BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding"})
+_CONDITIONS = frozenset({"if-none-match", "if-modified-since"})  # about the URL asked for
 
 
 @dataclass(slots=True)
@@ -205,7 +206,8 @@ def redirect_request(response: Response) -> Request | None:
     """The request for a redirect's next hop, or None if `response` is not a redirect
     (301/302/303/307/308 with a Location); FetchError "TooManyRedirects" past
     MAX_REDIRECTS hops. The hop keeps the request's callbacks, meta, priority and depth
-    (it stands for the same page); a 303, or a 301/302 answering a POST, becomes a GET."""
+    (it stands for the same page); a 303, or a 301/302 answering a POST, becomes a GET.
+    Conditions (If-None-Match, If-Modified-Since) are not carried to another URL."""
     if response.status not in REDIRECTS:
         return None
     location = response.headers.get("Location", "").strip()
@@ -222,6 +224,8 @@ def redirect_request(response: Response) -> Request | None:
             headers = {k: v for k, v in headers.items() if k.lower() not in _BODY_HEADERS}
     if headers and host_of(url) != host_of(r.url):  # credentials stay with their host
         headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+    if headers and any(k.lower() in _CONDITIONS for k in headers):  # a refresh's validators
+        headers = {k: v for k, v in headers.items() if k.lower() not in _CONDITIONS}
     return Request.make(
         url=url,
         callback=r.callback,

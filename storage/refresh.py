@@ -22,7 +22,7 @@ The `refresh` column of `requests` says where a page stands:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,16 +78,19 @@ async def requeue(db: aiosqlite.Connection, older_than: float) -> int:
 
 
 def conditional(
-    rows: Iterable[Sequence[Any]], requests: list[StoredRequest], refreshing: set[int]
+    requests: list[StoredRequest],
+    validators: Mapping[int, tuple[str | None, str | None]],
+    refreshing: set[int],
 ) -> list[StoredRequest]:
-    """The queued requests read by `Store.queued` (columns 13-15: refresh, etag,
-    last_modified), the refreshes among them with their conditions; their keys are
-    added to `refreshing`."""
+    """Queued requests read by `Store.queued`, the refreshes among them (`validators`:
+    key -> the page's ETag and Last-Modified) with their conditions; the refreshes' keys
+    are added to `refreshing`."""
     loaded: list[StoredRequest] = []
-    for row, request in zip(rows, requests, strict=True):
-        if row[13] == REFRESH_QUEUED:
+    for request in requests:
+        stored = validators.get(request.key)
+        if stored is not None:
             refreshing.add(request.key)
-            headers = conditional_headers(request.headers, row[14], row[15])
+            headers = conditional_headers(request.headers, *stored)
             request = dataclasses.replace(request, headers=headers)
         loaded.append(request)
     return loaded

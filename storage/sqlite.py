@@ -294,10 +294,11 @@ class Store:
             )
             for r in rows
         ]  # fmt: skip
-        if any(r[13] for r in rows):  # refreshes: they go out with their page's validators
+        refreshes = {r[0]: (r[14], r[15]) for r in rows if r[13]}  # key -> etag, last_modified
+        if refreshes:  # they go out with their page's validators
             from crawler.storage.refresh import conditional
 
-            requests = conditional(rows, requests, self.refreshing)
+            requests = conditional(requests, refreshes, self.refreshing)
         return requests, (requests[-1].key if len(requests) == limit else upto)
 
     async def add_requests(self, requests: Sequence[Request], dropped: Counter[str]) -> set[int]:

@@ -24,7 +24,9 @@ import pytest
 from aiohttp import web
 
 from conftest import serve_on_hosts
+from crawler import Request, Response
 from crawler.cli import parse_age
+from crawler.http import redirect_request
 
 SPIDER = """\
 from crawler import Spider
@@ -365,3 +367,14 @@ async def test_a_database_made_before_refresh_existed_is_refreshed_unconditional
     age_pages(db, 7200)
     await crawl(spider, db, site, "--refresh", "1h")  # now it has them
     assert set(site.answers) == {(n, 304) for n in range(8)}
+
+
+def test_a_redirect_hop_does_not_carry_the_refreshed_pages_conditions() -> None:
+    request = Request(
+        "http://127.0.0.1:9/old",
+        headers={"If-None-Match": '"1-1"', "if-modified-since": "Tue, 02 Jan 2024", "X-Key": "k"},
+    )
+    moved = Response("http://127.0.0.1:9/old", 301, {"Location": "/new"}, b"", request)
+    hop = redirect_request(moved)
+    assert hop is not None and hop.url == "http://127.0.0.1:9/new"
+    assert hop.headers == {"X-Key": "k"}
