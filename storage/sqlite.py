@@ -6,6 +6,9 @@ the request that is its next hop), `items`. `commit_pages()` is one
 transaction for a batch of pages: each page's items, the requests it found and the
 mark that it is done commit together, so a crash (even kill -9) loses whole pages,
 never half of one, and a resumed crawl stores every item exactly once.
+A done page keeps its response's ETag and Last-Modified; a re-crawl (`--refresh`,
+storage/refresh.py) queues such pages again, and a refetched page's old items are
+replaced, or kept, in the same one transaction.
 """
 
 from __future__ import annotations
