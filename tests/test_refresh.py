@@ -39,6 +39,8 @@ class Pages(Spider):
         n = int(response.url.rsplit("/", 1)[1])
         for li in response.css("li"):
             yield {"page": n, "text": li.text()}
+            if response.css_first("p.bug"):
+                raise ValueError("a bug in the spider, met by this version of the page")
         for a in response.css("a[href]"):
             yield response.follow(a, callback=self.parse)
 """
@@ -54,6 +56,7 @@ class PageSite:
     versions: Counter[int] = field(default_factory=Counter)  # page -> version - 1
     links: dict[int, list[int]] = field(default_factory=dict)  # extra links, by page
     gone: set[int] = field(default_factory=set)  # answer 404
+    buggy: set[int] = field(default_factory=set)  # make the spider raise after one item
     delay: float = 0.0
     hits: Counter[int] = field(default_factory=Counter)
     conditions: dict[int, list[tuple[str | None, str | None]]] = field(default_factory=dict)
@@ -111,7 +114,8 @@ class PageSite:
         others = range(1, self.pages) if n == 0 else ()
         links = "".join(f'<a href="/p/{m}">{m}</a>' for m in [*others, *self.links.get(n, [])])
         items = "".join(f"<li>{text}</li>" for _, text in self.items(n))
-        html = f"<html><title>{n}</title><ul>{items}</ul>{links}</html>"
+        bug = '<p class="bug"></p>' if n in self.buggy else ""
+        html = f"<html><title>{n}</title>{bug}<ul>{items}</ul>{links}</html>"
         return 200, web.Response(text=html, content_type="text/html", headers=headers)
 
 
@@ -378,3 +382,29 @@ def test_a_redirect_hop_does_not_carry_the_refreshed_pages_conditions() -> None:
     hop = redirect_request(moved)
     assert hop is not None and hop.url == "http://127.0.0.1:9/new"
     assert hop.headers == {"X-Key": "k"}
+
+
+async def test_a_refetch_whose_callback_raises_keeps_the_last_good_items(
+    small: PageSite, tmp_path: Path
+) -> None:
+    site, spider, db = small, spider_file(tmp_path), tmp_path / "pages.db"
+    await crawl(spider, db, site)
+    before = await exported(db)
+    age_pages(db, 7200)
+    site.versions.update([5])
+    site.buggy.add(5)  # the new version makes the callback raise after its first item
+
+    out = await crawl(spider, db, site, "--refresh", "1h")
+
+    assert await exported(db) == before  # not the new version's first item beside the old
+    assert "failed: 1" in out.splitlines() and "not modified: 7" in out.splitlines()
+    assert "ValueError in parse: 1" in next(
+        line for line in out.splitlines() if line.startswith("errors by kind")
+    )
+    age_pages(db, 7200)
+    site.forget()
+    site.buggy.clear()
+    await crawl(spider, db, site, "--refresh", "1h")
+    assert site.conditions[5] == [(None, "Tue, 02 Jan 2024 00:00:00 GMT")]  # the kept items'
+    assert await exported(db) == expected(site, range(8))
+    assert "failed: 0" in await status_lines(db)
