@@ -14,18 +14,20 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
 
 from conftest import serve_on_hosts
-from crawler import Request, Response
+from crawler import Request, Response, Spider
 from crawler.cli import parse_age
+from crawler.engine import crawl as engine_crawl
 from crawler.http import redirect_request
 
 SPIDER = """\
@@ -408,3 +410,27 @@ async def test_a_refetch_whose_callback_raises_keeps_the_last_good_items(
     assert site.conditions[5] == [(None, "Tue, 02 Jan 2024 00:00:00 GMT")]  # the kept items'
     assert await exported(db) == expected(site, range(8))
     assert "failed: 0" in await status_lines(db)
+
+
+class OwnConditions(Spider):
+    """Asks for page 0 with an If-None-Match of its own: not a refresh."""
+
+    name = "own"
+
+    def start_requests(self) -> Iterator[Request]:
+        yield Request(self.start_urls[0], headers={"If-None-Match": '"0-1"'})
+
+    def parse(self, response: Response) -> Iterator[dict[str, Any]]:
+        yield {"status": response.status}
+
+
+async def test_a_304_to_a_request_that_is_not_a_refresh_runs_no_callback(
+    small: PageSite, tmp_path: Path
+) -> None:
+    spider = OwnConditions()
+    spider.start_urls = [small.start]
+    summary = await engine_crawl(spider, tmp_path / "own.db", {"ROBOTS": False})
+
+    assert small.answers == Counter({(0, 304): 1})
+    assert summary.pages_done == 1 and summary.items == 0 and summary.not_modified == 0
+    assert summary.status_codes == {304: 1}
