@@ -10,11 +10,11 @@ was, still queued, or refreshed; never old and new items side by side.
 
 The `refresh` column of `requests` says where a page stands:
 
-    0 (NONE)          not part of a refresh
-    1 (QUEUED)        queued again by --refresh; fetched with its validators
-    2 (NOT_MODIFIED)  answered 304 in the last refresh: items untouched, finished_at renewed
-    3 (REPLACED)      fetched again in the last refresh: its old items were replaced
-    4 (KEPT)         the refetch failed or was skipped: the last good items stay, the
+    0 NONE            not part of a refresh
+    1 REFRESH_QUEUED  queued again by --refresh; fetched with its validators
+    2 NOT_MODIFIED    answered 304 in the last refresh: items untouched, finished_at renewed
+    3 REPLACED        fetched again in the last refresh: its old items were replaced
+    4 KEPT            the refetch failed or was skipped: the last good items stay, the
                       failure is recorded (state, status, error), and the next --refresh
                       tries it again
 """
