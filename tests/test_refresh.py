@@ -434,3 +434,22 @@ async def test_a_304_to_a_request_that_is_not_a_refresh_runs_no_callback(
     assert small.answers == Counter({(0, 304): 1})
     assert summary.pages_done == 1 and summary.items == 0 and summary.not_modified == 0
     assert summary.status_codes == {304: 1}
+
+
+async def test_a_plain_crawl_finishes_a_refresh_left_queued(
+    small: PageSite, tmp_path: Path
+) -> None:
+    site, spider, db = small, spider_file(tmp_path), tmp_path / "pages.db"
+    await crawl(spider, db, site)
+    before = await exported(db)
+    with sqlite3.connect(db) as conn:  # as a refresh killed right after it queued pages
+        conn.execute("UPDATE requests SET state = 0, refresh = 1 WHERE url NOT LIKE '%/p/0'")
+    site.forget()
+    site.versions.update([7])
+
+    out = await crawl(spider, db, site)  # no --refresh: a resume
+
+    assert site.hits == Counter(dict.fromkeys(range(1, 8), 1))
+    assert all(etag or since for n in range(1, 8) for etag, since in site.conditions[n])
+    assert await exported(db) == sorted([*(i for i in before if i[0] != 7), *site.items(7)])
+    assert "not modified: 6" in out.splitlines() and "queued: 0" in out.splitlines()
