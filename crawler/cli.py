@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import re
 import resource
 import signal
 import sqlite3
@@ -55,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     crawl.add_argument("target", help="a spider's name, a module, or a path to a .py file")
     crawl.add_argument("--db", type=Path, help="the crawl database (default: <name>.db)")
     crawl.add_argument("--cache", metavar="PATH", help="an HTTP cache file (the CACHE setting)")
+    crawl.add_argument(
+        "--refresh", metavar="AGE", type=parse_age,
+        help="re-crawl the pages done longer ago than AGE (30m, 12h, 7d, 2w, or seconds)",
+    )  # fmt: skip
     _settings_option(crawl)
 
     command("list", "the spiders it can find")
@@ -130,6 +135,20 @@ def parse_settings(pairs: Sequence[str]) -> dict[str, str]:
     return settings
 
 
+_AGE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", re.IGNORECASE)
+_AGE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_age(text: str) -> float:
+    """--refresh's AGE in seconds: a number, or one with a unit (30m, 12h, 7d, 2w)."""
+    match = _AGE.fullmatch(text.strip())
+    if match is None:
+        raise UsageError(
+            f"--refresh {text!r}: expected an age such as 30m, 12h, 7d, 2w, or seconds"
+        )
+    return float(match[1]) * _AGE_UNITS[match[2].lower()]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The `crawler` console command."""
     try:
@@ -162,7 +181,7 @@ def _crawl(args: argparse.Namespace) -> int:
     overrides = parse_settings(args.settings)
     if args.cache:
         overrides["CACHE"] = args.cache
-    engine = Engine(spider, db, overrides)
+    engine = Engine(spider, db, overrides, refresh=args.refresh)
     progress = None
     if not args.quiet:
         live = sys.stderr.isatty()
@@ -258,6 +277,7 @@ def _print_summary(summary: Summary, db: Path, out: TextIO) -> None:
         f"failed: {summary.pages_failed}",
         f"skipped: {summary.pages_skipped}",
         f"redirected: {summary.pages_redirected}",
+        f"not modified: {summary.not_modified}",
         f"items: {summary.items}",
         "items dropped: " + (_counts(summary.items_dropped) or "none"),
         f"retries: {summary.retries}",

@@ -44,6 +44,7 @@ from crawler.robots import Robots
 from crawler.settings import Settings
 from crawler.spider import Spider
 from crawler.stats import HostState, Snapshot, Stats
+from crawler.storage.refresh import requeue
 from crawler.storage.sqlite import Store, StoredRequest, Summary, open_readonly, read_summary
 from crawler.tools.cache import Cache
 from crawler.urls import check_url, host_of
@@ -99,11 +100,16 @@ class _Budget:
 
 
 async def crawl(
-    spider: type[Spider] | Spider, db: str | Path, settings: Mapping[str, Any] | None = None
+    spider: type[Spider] | Spider,
+    db: str | Path,
+    settings: Mapping[str, Any] | None = None,
+    *,
+    refresh: float | None = None,
 ) -> Summary:
-    """Run (or resume) a crawl of `spider` into the SQLite file `db`."""
+    """Run (or resume) a crawl of `spider` into the SQLite file `db`; with `refresh`
+    (seconds), first queue again its pages done longer ago than that."""
     return await Engine(
-        spider if isinstance(spider, Spider) else spider(), Path(db), settings
+        spider if isinstance(spider, Spider) else spider(), Path(db), settings, refresh=refresh
     ).run()
 
 
@@ -141,10 +147,18 @@ class Engine:
     """One crawl: a spider, its database and its settings."""
 
     def __init__(
-        self, spider: Spider, db: Path, overrides: Mapping[str, Any] | None = None
+        self,
+        spider: Spider,
+        db: Path,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        refresh: float | None = None,
     ) -> None:
         if not spider.name:
             raise UsageError(f"spider {type(spider).__name__} has no name")
+        self.refresh = refresh  # seconds: re-crawl the pages done longer ago (--refresh)
+        if refresh is not None:
+            open_readonly(db).close()  # only a crawl database can be refreshed
         self.settings = Settings.build(spider.custom_settings, overrides or {})
         if self.settings.frontier != "sqlite":
             frontier = self.settings.frontier
@@ -278,6 +292,8 @@ class Engine:
         return start
 
     async def _prepare(self, start: list[Request]) -> None:
+        if self.refresh is not None:
+            await self._requeue(self.refresh)
         stored = await self.store.load()
         started, queued = stored.pages_started, stored.queued
         self.stats.add(await self.store.stats())
@@ -290,6 +306,11 @@ class Engine:
         admission = self.frontier.admit(start, None)
         new = await self.store.add_requests(admission.accepted, admission.dropped)
         self._push(admission.accepted, new)
+
+    async def _requeue(self, age: float) -> None:
+        """--refresh: the pages done longer than `age` seconds ago go back to the queue."""
+        count = await requeue(self.store.db, time.time() - age)
+        log.info("refresh: %d pages done more than %g s ago queued again", count, age)
 
     def _push(self, candidates: list[Request], new: set[int]) -> None:
         """Hand the frontier the requests the store has just committed as new."""
@@ -457,6 +478,9 @@ class Engine:
                 if page.dropped_items:
                     stats.items_dropped.update(reason for _, reason in page.dropped_items)
             stats.pages_this_run += len(pages)
+            if self.store.removed_items:  # a refresh replaced pages' old items
+                stats.items -= self.store.removed_items
+                self.store.removed_items = 0
             handlers = self.crawl.handlers
             if handlers["page_stored"] or handlers["page_failed"] or handlers["item_dropped"]:
                 await self._events(pages)

@@ -337,9 +337,9 @@ def _set_cookies(headers: Mapping[str, str]) -> list[str]:
 
 def _cacheable(response: Response) -> bool:
     """Successful pages and redirects (with their Location); and robots.txt answers
-    short of a server error."""
+    short of a server error. Not a 304: it answers one conditional request, not the URL."""
     if response.status < 400:
-        return True
+        return response.status != 304
     return response.status < 500 and response.request.url.endswith("/robots.txt")
 
 

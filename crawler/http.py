@@ -30,8 +30,10 @@ _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_:.+-
 _NEAR_TIE = 0.1  # charset-normalizer's "chaos" difference that counts as a tie
 _HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?([^"';\s]+)""", re.I)
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+NOT_MODIFIED = 304
 MAX_REDIRECTS = 10  # hops followed from one request, at most
 _BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding"})
+_CONDITIONS = frozenset({"if-none-match", "if-modified-since"})  # about the URL asked for
 
 
 @dataclass(slots=True)
@@ -221,7 +223,8 @@ def redirect_request(response: Response) -> Request | None:
     """The request for a redirect's next hop, or None if `response` is not a redirect
     (301/302/303/307/308 with a Location); FetchError "TooManyRedirects" past
     MAX_REDIRECTS hops. The hop keeps the request's callbacks, meta, priority and depth
-    (it stands for the same page); a 303, or a 301/302 answering a POST, becomes a GET."""
+    (it stands for the same page); a 303, or a 301/302 answering a POST, becomes a GET.
+    Conditions (If-None-Match, If-Modified-Since) are not carried to another URL."""
     if response.status not in REDIRECTS:
         return None
     location = response.headers.get("Location", "").strip()
@@ -238,6 +241,8 @@ def redirect_request(response: Response) -> Request | None:
             headers = {k: v for k, v in headers.items() if k.lower() not in _BODY_HEADERS}
     if headers and host_of(url) != host_of(r.url):  # credentials stay with their host
         headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+    if headers and any(k.lower() in _CONDITIONS for k in headers):  # a refresh's validators
+        headers = {k: v for k, v in headers.items() if k.lower() not in _CONDITIONS}
     hop = Request.make(
         url=url,
         callback=r.callback,
@@ -314,3 +319,6 @@ class PageResult:
     headers: Mapping[str, str] | None = None  # the response's headers, when there was one
     error_text: str | None = None  # the error's message, beside its kind in `error`
     cookies: list[Any] | None = None  # cookie rows its answers set, saved with its commit
+    etag: str | None = None  # the response's validators, for a later conditional GET
+    last_modified: str | None = None
+    not_modified: bool = False  # answered 304: no callback ran

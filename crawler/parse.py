@@ -1,7 +1,9 @@
 """Response -> PageResult: runs the spider's callback (or errback) and sorts what it yields.
 
 A redirect (a 3xx with a Location) runs no callback: its PageResult's one request is
-the next hop (`redirect_request`), which the frontier admits like any other.
+the next hop (`redirect_request`), which the frontier admits like any other. Nor does a
+304 Not Modified (the answer to a refresh's conditional GET): the store keeps the page's
+items as they were.
 
 A callback may be a plain function, a coroutine, a generator or an async generator,
 and may yield or return dicts or dataclass instances (items), Requests, or None. An
@@ -20,11 +22,21 @@ from typing import Any, NoReturn
 
 from crawler.errors import DropItem, FetchError, SpiderError
 from crawler.hooks import HookError, Pipelines, record_drop
-from crawler.http import REDIRECTS, Callback, PageResult, Request, Response, redirect_request
+from crawler.http import (
+    NOT_MODIFIED,
+    REDIRECTS,
+    Callback,
+    PageResult,
+    Request,
+    Response,
+    redirect_request,
+)
 from crawler.items import to_record
 from crawler.spider import Spider
 
 log = logging.getLogger(__name__)
+
+_NO_CALLBACK = REDIRECTS | {NOT_MODIFIED}  # answers that are not a page to parse
 
 
 class Parser:
@@ -49,7 +61,9 @@ class Parser:
             callback = request.errback
             argument: Any = outcome
         else:
-            if outcome.status in REDIRECTS:  # the one check a page that is not a redirect pays
+            if outcome.status in _NO_CALLBACK:  # the one check an ordinary page pays
+                if outcome.status == NOT_MODIFIED:
+                    return self._not_modified(request, outcome, attempts)
                 try:
                     hop = redirect_request(outcome)
                 except FetchError as exc:  # TooManyRedirects: the page fails, as any does
@@ -58,6 +72,8 @@ class Parser:
                 if hop is not None:
                     return self._redirected(request, outcome, attempts, hop)
             result = PageResult(request, outcome.status, outcome.url, len(outcome.body), attempts)
+            headers = outcome.headers  # validators, for a later --refresh
+            result.etag, result.last_modified = headers.get("ETag"), headers.get("Last-Modified")
             callback = request.callback or self.spider.parse
             argument = outcome
         if callback is not None:
@@ -107,6 +123,16 @@ class Parser:
         result = PageResult(request, response.status, response.url, len(response.body), attempts)
         result.requests.append(hop)
         result.redirected = True
+        return result
+
+    @staticmethod
+    def _not_modified(request: Request, response: Response, attempts: int) -> PageResult:
+        """The page of a 304: no callback runs, no item, no request; the store keeps
+        what the page held (a refresh) or stores it empty (any other request)."""
+        result = PageResult(request, response.status, response.url, 0, attempts)
+        headers = response.headers
+        result.etag, result.last_modified = headers.get("ETag"), headers.get("Last-Modified")
+        result.not_modified = True
         return result
 
     async def _run(self, callback: Callback, argument: Any, result: PageResult) -> None:

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import aiosqlite
 
@@ -33,6 +33,9 @@ from crawler.errors import UsageError
 from crawler.http import PageResult, Request
 from crawler.stats import Stats
 from crawler.urls import host_of
+
+if TYPE_CHECKING:
+    from crawler.storage.refresh import Refreshed
 
 QUEUED, DONE, FAILED, SKIPPED, REDIRECTED = 0, 1, 2, 3, 4
 # Where Summary and Stats count the pages in each state.
@@ -69,7 +72,10 @@ CREATE TABLE IF NOT EXISTS requests (
     error TEXT,
     finished_at REAL,
     redirects INTEGER NOT NULL DEFAULT 0,
-    cookies TEXT
+    cookies TEXT,
+    etag TEXT,
+    last_modified TEXT,
+    refresh INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS requests_queued ON requests (id) WHERE state = 0;
 CREATE UNIQUE INDEX IF NOT EXISTS requests_seen ON requests (fp) WHERE dont_filter = 0;
@@ -100,6 +106,9 @@ _ADDED_COLUMNS = [
     ("requests", "redirects", "INTEGER NOT NULL DEFAULT 0"),
     ("items", "type", "TEXT"),
     ("requests", "cookies", "TEXT"),
+    ("requests", "etag", "TEXT"),
+    ("requests", "last_modified", "TEXT"),
+    ("requests", "refresh", "INTEGER NOT NULL DEFAULT 0"),
 ]
 
 # Added for the dashboard (crawler serve). Every write is O(1) per page, never per link:
@@ -201,7 +210,7 @@ ON CONFLICT (reason) DO UPDATE SET count = count + excluded.count
 _FINISH_PAGE = """
 UPDATE requests SET state = ?, status = ?, final_url = ?, size = ?, attempts = ?,
                     error = ?, finished_at = ?, elapsed = ?, response_headers = ?,
-                    error_text = ?, links_from = ?, links_to = ?
+                    error_text = ?, links_from = ?, links_to = ?, etag = ?, last_modified = ?
 WHERE id = ?
 """
 
@@ -274,6 +283,7 @@ class Summary:
     dropped: dict[str, int] = field(default_factory=dict)  # links not queued, by reason
     elapsed: float = 0.0  # of the run that returned this summary
     pages_this_run: int = 0
+    not_modified: int = 0  # pages the last --refresh found unchanged (answered 304)
 
     @property
     def finished(self) -> bool:
@@ -290,6 +300,8 @@ class Store:
         self._db: aiosqlite.Connection | None = None
         # Live-state writes come from another task than the commits: one transaction at a time.
         self._lock = asyncio.Lock()
+        self.refreshing: set[int] = set()  # keys of refreshes loaded and not yet committed
+        self.removed_items = 0  # old items of refreshed pages deleted, in this run
 
     async def __aenter__(self) -> Store:
         check_database(self.path, must_exist=False)
@@ -428,7 +440,8 @@ class Store:
         and the key up to which every queued request was read."""
         rows = await self.db.execute_fetchall(
             "SELECT id, fp, url, method, headers, body, meta, callback, errback, priority, depth,"
-            " dont_filter, redirects, cookies FROM requests WHERE state = 0 AND id > ? AND id <= ?"
+            " dont_filter, redirects, cookies, refresh, etag, last_modified"
+            " FROM requests WHERE state = 0 AND id > ? AND id <= ?"
             " ORDER BY id LIMIT ?",
             (after, upto, limit),
         )
@@ -440,91 +453,46 @@ class Store:
             )
             for r in rows
         ]  # fmt: skip
+        refreshes = {r[0]: (r[15], r[16]) for r in rows if r[14]}  # key -> etag, last_modified
+        if refreshes:  # they go out with their page's validators
+            from crawler.storage.refresh import conditional
+
+            requests = conditional(requests, refreshes, self.refreshing)
         return requests, (requests[-1].key if len(requests) == limit else upto)
 
     async def add_requests(self, requests: Sequence[Request], dropped: Counter[str]) -> set[int]:
         """Store requests that have no page to commit with (the start requests);
         the keys of those that were new."""
-        return await self._transaction(
-            list(self._request_rows(requests, None)), [], [], dropped, [], None, None
-        )
+        batch = _Batch(time.time(), list(self._request_rows(requests, None)), dropped=dropped)
+        return await self._transaction(batch)
 
     async def commit_pages(self, pages: Sequence[PageResult]) -> set[int]:
         """One transaction: every page's items, its new requests, and its done-mark;
         the keys of the requests that were new (the others were seen before)."""
         now = time.time()
-        request_rows: list[RequestRow] = []
-        item_rows: list[tuple[int, str, str | None]] = []
-        page_rows: list[tuple[Any, ...]] = []
-        dropped: Counter[str] = Counter()
-        dropped_items: Counter[str] = Counter()
-        hops: list[int] = []  # keys of the redirects' next hops
-        stats = _PageStats(now)
-        cookie_rows: list[CookieRow] = []
+        batch = _Batch(now, stats=_PageStats(now))
+        if self.refreshing:  # some pages of this batch may be refreshes
+            from crawler.storage.refresh import Refreshed
+
+            batch.refreshed = Refreshed.of(pages, self.refreshing, now)
         for page in pages:
-            dropped.update(page.dropped)
-            if page.cookies:
-                cookie_rows.extend(page.cookies)
-            key = page.request.key
-            request_rows.extend(self._request_rows(page.requests, page.request))
-            if page.types is None:
-                item_rows.extend((key, _dumps(item), None) for item in page.items)
-            else:
-                item_rows.extend(
-                    (key, _dumps(item), name)
-                    for item, name in zip(page.items, page.types, strict=True)
-                )
-            if page.dropped_items:
-                dropped_items.update(reason for _, reason in page.dropped_items)
-            if page.error:
-                state = SKIPPED if page.skipped else FAILED
-            elif page.redirected:
-                state = REDIRECTED
-                hops.extend(r.key for r in page.requests)
-            else:
-                state = DONE
-            stats.add(page, state)
-            links = page.requests  # the first and last key bound them: a key range read
-            page_rows.append((
-                state, page.status, page.url, page.size, page.attempts, page.error, now,
-                page.elapsed, header_block(page.headers) if page.headers is not None else None,
-                page.error_text, links[0].key if links else None,
-                links[-1].key if links else None, key,
-            ))  # fmt: skip
-        return await self._transaction(
-            request_rows, item_rows, page_rows, dropped, hops, dropped_items, stats, cookie_rows
-        )
+            batch.add(page, self._request_rows(page.requests, page.request))
+        if batch.refreshed is not None:
+            batch.page_rows = batch.refreshed.usual(batch.page_rows)
+        return await self._transaction(batch)
 
-    async def _transaction(
-        self,
-        request_rows: list[RequestRow],
-        item_rows: list[tuple[int, str, str | None]],
-        page_rows: list[tuple[Any, ...]],
-        dropped: Counter[str],
-        hops: list[int],
-        dropped_items: Counter[str] | None,
-        stats: _PageStats | None = None,
-        cookie_rows: Sequence[CookieRow] = (),
-    ) -> set[int]:
+    async def _transaction(self, batch: _Batch) -> set[int]:
         async with self._lock:  # record_live() shares the connection
-            return await self._write(
-                request_rows, item_rows, page_rows, dropped, hops, dropped_items, stats,
-                cookie_rows,
-            )  # fmt: skip
+            new = await self._write(batch)
+        if batch.refreshed is not None:
+            self.refreshing -= batch.refreshed.keys
+            self.removed_items += batch.refreshed.removed
+        return new
 
-    async def _write(
-        self,
-        request_rows: list[RequestRow],
-        item_rows: list[tuple[int, str, str | None]],
-        page_rows: list[tuple[Any, ...]],
-        dropped: Counter[str],
-        hops: list[int],
-        dropped_items: Counter[str] | None,
-        stats: _PageStats | None,
-        cookie_rows: Sequence[CookieRow] = (),
-    ) -> set[int]:
+    async def _write(self, batch: _Batch) -> set[int]:
         db = self.db
         new: set[int] = set()
+        request_rows, dropped, refreshed = batch.request_rows, batch.dropped, batch.refreshed
         await db.execute("BEGIN IMMEDIATE")
         try:
             if request_rows:
@@ -536,21 +504,26 @@ class Store:
                 )
                 new = {key for (key,) in keys}
                 if len(new) < len(request_rows):
-                    dropped = dropped + _duplicates(len(request_rows) - len(new), hops, new)
-            if item_rows:
+                    lost = _duplicates(len(request_rows) - len(new), batch.hops, new)
+                    dropped = dropped + lost
+            if refreshed is not None:  # old items go before the new ones come
+                await refreshed.before_items(db)
+            if batch.item_rows:
                 await db.executemany(
-                    "INSERT INTO items (page, data, type) VALUES (?, ?, ?)", item_rows
+                    "INSERT INTO items (page, data, type) VALUES (?, ?, ?)", batch.item_rows
                 )
-            if page_rows:
-                await db.executemany(_FINISH_PAGE, page_rows)
+            if batch.page_rows:
+                await db.executemany(_FINISH_PAGE, batch.page_rows)
+            if refreshed is not None:
+                await refreshed.after_pages(db)
             if dropped:
                 await db.executemany(_COUNT_DROPPED, dropped.items())
-            if dropped_items:
-                await db.executemany(_COUNT_DROPPED_ITEMS, dropped_items.items())
-            if stats is not None:
-                await stats.write(db)
-            if cookie_rows:
-                await db.executemany(_SAVE_COOKIE, cookie_rows)
+            if batch.dropped_items:
+                await db.executemany(_COUNT_DROPPED_ITEMS, batch.dropped_items.items())
+            if batch.stats is not None:
+                await batch.stats.write(db)
+            if batch.cookie_rows:
+                await db.executemany(_SAVE_COOKIE, batch.cookie_rows)
             await db.execute("COMMIT")
         except BaseException:
             # A cancelled aiosqlite call still runs: roll back whatever it left open.
@@ -589,6 +562,54 @@ def _duplicates(count: int, hops: list[int], new: set[int]) -> Counter[str]:
     counts = Counter({"redirect to a page already crawled": lost_hops})
     counts["duplicate"] = count - lost_hops
     return +counts  # without the zero counts
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The rows one transaction writes: pages with their items, links and counts."""
+
+    now: float
+    request_rows: list[RequestRow] = field(default_factory=list)
+    item_rows: list[tuple[int, str, str | None]] = field(default_factory=list)
+    page_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    dropped: Counter[str] = field(default_factory=Counter)  # links not queued, by reason
+    dropped_items: Counter[str] = field(default_factory=Counter)
+    hops: list[int] = field(default_factory=list)  # keys of the redirects' next hops
+    cookie_rows: list[CookieRow] = field(default_factory=list)
+    stats: _PageStats | None = None  # the dashboard's counts
+    refreshed: Refreshed | None = None  # what a re-crawl's pages do beyond the usual
+
+    def add(self, page: PageResult, request_rows: Iterable[RequestRow]) -> None:
+        """One page: its new requests, items, drops, cookies and done-mark."""
+        self.dropped.update(page.dropped)
+        if page.cookies:
+            self.cookie_rows.extend(page.cookies)
+        key = page.request.key
+        self.request_rows.extend(request_rows)
+        if page.types is None:
+            self.item_rows.extend((key, _dumps(item), None) for item in page.items)
+        else:
+            self.item_rows.extend(
+                (key, _dumps(item), name) for item, name in zip(page.items, page.types, strict=True)
+            )
+        if page.dropped_items:
+            self.dropped_items.update(reason for _, reason in page.dropped_items)
+        if page.error:
+            state = SKIPPED if page.skipped else FAILED
+        elif page.redirected:
+            state = REDIRECTED
+            self.hops.extend(r.key for r in page.requests)
+        else:
+            state = DONE
+        if self.stats is not None:
+            self.stats.add(page, state)
+        links = page.requests  # the first and last key bound them: a key range read
+        self.page_rows.append((
+            state, page.status, page.url, page.size, page.attempts, page.error, self.now,
+            page.elapsed, header_block(page.headers) if page.headers is not None else None,
+            page.error_text, links[0].key if links else None,
+            links[-1].key if links else None, page.etag, page.last_modified, key,
+        ))  # fmt: skip
 
 
 class _PageStats:
@@ -738,6 +759,12 @@ def read_summary(db: sqlite3.Connection) -> Summary:
         )
     except sqlite3.OperationalError:  # a database made before items could be dropped
         summary.items_dropped = {}
+    try:
+        summary.not_modified = db.execute(
+            "SELECT COUNT(*) FROM requests WHERE refresh = 2"  # refresh.NOT_MODIFIED
+        ).fetchone()[0]
+    except sqlite3.OperationalError:  # a database made before --refresh
+        summary.not_modified = 0
     summary.status_codes = dict(
         db.execute(
             "SELECT status, COUNT(*) FROM requests WHERE status IS NOT NULL"

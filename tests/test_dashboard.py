@@ -124,7 +124,7 @@ async def test_dashboard_shows_what_status_says(crawled: Path, tmp_path: Path) -
 
 
 async def test_live_view_counts_rise_while_a_crawl_runs(site: Site, tmp_path: Path) -> None:
-    site.page_delay = 0.1  # with PER_HOST=1: ~30 pages/s, about 4 s for the crawl
+    site.page_delay = 0.3  # with PER_HOST=1: ~10 pages/s, about 12 s for the crawl
     db = tmp_path / "live.db"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "crawler", "crawl", str(SPIDER), "--db", str(db), "-q",
