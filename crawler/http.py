@@ -42,7 +42,7 @@ class Request:
     method: str = "GET"
     headers: Mapping[str, str] | None = None
     body: bytes | None = None
-    meta: Mapping[str, Any] | None = None  # the user's; the framework never reads it
+    meta: Mapping[str, Any] | None = None  # the user's; the framework reads only "proxy"
     priority: int = 0
     dont_filter: bool = False
     errback: Callback | None = None

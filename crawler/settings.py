@@ -38,6 +38,7 @@ class Settings:
     progress_every: float = 10.0
     pipelines: tuple[Any, ...] = ()  # classes or instances with process_item
     middlewares: tuple[Any, ...] = ()  # classes or instances with process_request/_response/_error
+    proxy: tuple[str, ...] = ()  # proxy URLs, rotated through (crawler/proxies.py)
 
     @classmethod
     def build(cls, *layers: Mapping[str, Any]) -> Settings:
@@ -132,6 +133,21 @@ def _middlewares(key: str, raw: Any) -> tuple[Any, ...]:
     return resolve_components(key, raw, MIDDLEWARE_METHODS)
 
 
+def _proxy(key: str, raw: Any) -> tuple[str, ...]:
+    from crawler.proxies import proxy_problem
+
+    if isinstance(raw, str):
+        raw = [part for part in raw.split(",") if part.strip()]
+    if not isinstance(raw, list | tuple) or not raw:
+        raise UsageError(f"setting {key}={raw!r}: expected a proxy URL or a list of them")
+    urls = tuple(_text(key, url) for url in raw)
+    for url in urls:
+        problem = proxy_problem(url)
+        if problem:
+            raise UsageError(f"setting {key}={url!r}: {problem}")
+    return urls
+
+
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "concurrency": _int(1),
     "per_host": _int(1),
@@ -150,4 +166,5 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "progress_every": _positive_float,
     "pipelines": _pipelines,
     "middlewares": _middlewares,
+    "proxy": _proxy,
 }
