@@ -175,8 +175,9 @@ class Engine:
                 cache = Cache(Path(self.settings.cache), self.settings.cache_expire)
                 await stack.enter_async_context(cache)
             await stack.enter_async_context(self.store)
+            answered = self.frontier.answered if self.settings.autothrottle else None
             fetcher = await stack.enter_async_context(
-                Fetcher(self.settings, self.frontier.hold, cache)
+                Fetcher(self.settings, self.frontier.hold, cache, on_answer=answered)
             )
             self._fetcher = fetcher
             robots = (

@@ -110,18 +110,22 @@ class _Attempt:
         max_body: int,
         proxies: Proxies | None = None,
         proxy_timeout: aiohttp.ClientTimeout | None = None,
+        on_answer: Callable[[str, float, int], None] | None = None,
     ) -> None:
         self._session = session
         self._max_body = max_body
         self._proxies = proxies
         self._proxy_timeout = proxy_timeout
         self._meta_proxies: dict[str, Proxy] = {}
+        self._on_answer = on_answer  # AUTOTHROTTLE's: each try's latency and status
 
     async def request(
         self, method: str, url: str, *, trace_request_ctx: dict[str, Any], **kwargs: Any
     ) -> aiohttp.ClientResponse:
         state: _State = trace_request_ctx["state"]
         state.attempts = trace_request_ctx["current_attempt"]
+        on_answer = self._on_answer
+        started = time.monotonic() if on_answer is not None else 0.0
         meta, proxy = state.request.meta, None
         if self._proxies is not None or (meta is not None and "proxy" in meta):
             proxy = self._proxy_for(state.request)
@@ -134,6 +138,8 @@ class _Attempt:
         except BaseException:
             response.close()  # the rest of the body is unread: drop the connection
             raise
+        if on_answer is not None:
+            on_answer(state.request.url, time.monotonic() - started, response.status)
         return response
 
     def _proxy_for(self, request: Request) -> Proxy | None:
@@ -257,8 +263,10 @@ class Fetcher:
         settings: Settings,
         on_wait: Callable[[str, float], None],
         cache: Cache | None = None,
+        on_answer: Callable[[str, float, int], None] | None = None,
     ) -> None:
         self._settings = settings
+        self._on_answer = on_answer
         self._cache = cache
         self.bytes = 0  # body bytes received from the network
         self.retries = 0
@@ -280,7 +288,7 @@ class Fetcher:
         proxy_timeout = aiohttp.ClientTimeout(
             total=s.timeout, sock_connect=min(PROXY_CONNECT, s.timeout / 2)
         )
-        attempt = _Attempt(self._session, s.max_body, proxies, proxy_timeout)
+        attempt = _Attempt(self._session, s.max_body, proxies, proxy_timeout, self._on_answer)
         self._client = RetryClient(
             client_session=attempt,  # type: ignore[arg-type]
             retry_options=PoliteRetry(s.retries + 1, self._on_wait),

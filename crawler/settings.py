@@ -39,6 +39,9 @@ class Settings:
     pipelines: tuple[Any, ...] = ()  # classes or instances with process_item
     middlewares: tuple[Any, ...] = ()  # classes or instances with process_request/_response/_error
     proxy: tuple[str, ...] = ()  # proxy URLs, rotated through (crawler/proxies.py)
+    autothrottle: bool = False  # each host's delay follows its latency (crawler/throttle.py)
+    autothrottle_max_delay: float = 60.0
+    autothrottle_target_concurrency: float = 1.0
 
     @classmethod
     def build(cls, *layers: Mapping[str, Any]) -> Settings:
@@ -167,4 +170,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "pipelines": _pipelines,
     "middlewares": _middlewares,
     "proxy": _proxy,
+    "autothrottle": _bool,
+    "autothrottle_max_delay": _float,
+    "autothrottle_target_concurrency": _positive_float,
 }
