@@ -169,11 +169,11 @@ class _Attempt:
                 timeout=self._proxy_timeout, **kwargs,
             )  # fmt: skip
         except (aiohttp.ClientHttpProxyError, aiohttp.ConnectionTimeoutError) as exc:
-            raise self._failed(proxy, _reason(exc)) from exc
+            raise self._failed(proxy, type(exc).__name__) from exc
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc, aiohttp.ClientSSLError):
                 raise  # the target's certificate or TLS, through the tunnel
-            raise self._failed(proxy, _reason(exc)) from exc
+            raise self._failed(proxy, type(exc).__name__) from exc
         if response.status == 407:
             response.close()
             raise self._failed(proxy, "407 Proxy Authentication Required")

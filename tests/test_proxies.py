@@ -162,6 +162,28 @@ def refused_proxy() -> Iterator[str]:
         sock.close()
 
 
+@pytest.fixture
+def silent_proxy() -> Iterator[str]:
+    """A proxy URL whose listening socket's backlog is full: connections are never accepted
+    (the kernel drops their SYNs), so every connection attempt times out."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    address = server.getsockname()
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(address)
+        fillers.append(filler)
+    try:
+        yield f"http://127.0.0.1:{address[1]}"
+    finally:
+        for filler in fillers:
+            filler.close()
+        server.close()
+
+
 class Pages(Spider):
     """Stores each page's URL; its start requests are set by the test."""
 
@@ -243,6 +265,32 @@ async def test_a_proxy_that_refuses_is_an_error_kind_of_its_own(
     assert sum(target.hits.values()) == 0
     status = cli("status", str(tmp_path / "p.db"))
     assert "ProxyError: 3" in status.stdout
+
+
+async def test_a_proxy_that_does_not_accept_is_rested_and_its_pages_fetched_through_another(
+    target: Target,
+    proxies: list[Forward],
+    silent_proxy: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="crawler.proxies")
+    summary = await crawl_pages(
+        tmp_path, pages_of(target)[:4], PROXY=[silent_proxy, proxies[0].url], TIMEOUT=2
+    )
+
+    assert summary.pages_done == 4 and summary.errors == {}
+    assert target.via == {"p1": 4}
+    rested = [r.getMessage() for r in caplog.records if "resting it" in r.getMessage()]
+    assert rested == [f"proxy {silent_proxy} failed (ConnectionTimeoutError): resting it 30 s"]
+
+
+async def test_a_proxy_that_never_accepts_fails_its_pages_as_proxy_errors(
+    target: Target, silent_proxy: str, tmp_path: Path
+) -> None:
+    summary = await crawl_pages(tmp_path, pages_of(target)[:2], PROXY=silent_proxy, TIMEOUT=1)
+
+    assert summary.errors == {"ProxyError": 2} and sum(target.hits.values()) == 0
 
 
 async def test_wrong_proxy_credentials_are_a_proxy_error(target: Target, tmp_path: Path) -> None:
