@@ -5,6 +5,11 @@ stage makes its next hop a request of its own). Retries go through aiohttp-retry
 request function is ours (`_Attempt`): it sends the request and reads the body, capped
 at MAX_BODY, so a connection reset or a timeout mid-body is retried like one before the
 headers. Library errors become FetchError at one boundary, in `fetch()`.
+
+`_Attempt` also picks each try's proxy (`meta["proxy"]`, else the next of PROXY: see
+crawler/proxies.py), so a retry after a proxy's failure goes through another one; a
+failure at the proxy is a ProxyError. With AUTOTHROTTLE, `on_answer` hears each try's
+latency and status (the frontier's `answered`).
 """
 
 from __future__ import annotations
