@@ -18,7 +18,9 @@ from aiohttp import web
 from conftest import HOSTS, serve_on_hosts
 from crawler import Request, Response, Spider
 from crawler.engine import crawl
+from crawler.progress import Estimate, frame
 from crawler.settings import Settings
+from crawler.stats import HostState, Snapshot
 from crawler.throttle import TROUBLE_MIN, AutoThrottle
 
 PAGES = 40
@@ -139,3 +141,25 @@ def test_autothrottle_settings() -> None:
     assert settings.autothrottle and settings.autothrottle_max_delay == 10.0
     assert settings.autothrottle_target_concurrency == 4.0
     assert not Settings.build().autothrottle
+
+
+def snapshot_of(*hosts: HostState) -> Snapshot:
+    return Snapshot(
+        elapsed=1.0, pages_done=10, pages_failed=0, pages_skipped=0, pages_redirected=0,
+        queued=5, in_flight=2, items=10, bytes=1000, retries=0, max_pages=0, hosts=hosts,
+    )  # fmt: skip
+
+
+def test_the_live_display_shows_each_hosts_delay_when_one_has_a_delay() -> None:
+    throttled = snapshot_of(
+        HostState("127.0.0.1:8000", 3977, 8, "capped", 0.0),
+        HostState("127.0.0.2:8001", 310, 3, "fetching", 0.35),
+    )
+    lines = frame(throttled, Estimate(None, None)).plain.splitlines()[-3:]
+    assert lines == [
+        " host            waiting  in flight     delay  state",
+        " 127.0.0.1:8000    3,977          8    0.00 s  capped",
+        " 127.0.0.2:8001      310          3    0.35 s  fetching",
+    ]
+    plain = snapshot_of(HostState("127.0.0.1:8000", 3977, 8, "capped"))
+    assert "delay" not in frame(plain, Estimate(None, None)).plain
