@@ -208,8 +208,9 @@ class Engine:
                 cache = Cache(Path(self.settings.cache), self.settings.cache_expire)
                 await stack.enter_async_context(cache)
             await stack.enter_async_context(self.store)
+            answered = self.frontier.answered if self.settings.autothrottle else None
             fetcher = await stack.enter_async_context(
-                Fetcher(self.settings, self.frontier.hold, cache, self.jars)
+                Fetcher(self.settings, self.frontier.hold, cache, self.jars, answered)
             )
             self._fetcher = fetcher
             robots = (
@@ -507,9 +508,9 @@ class Engine:
 
     async def _record_live(self, state: str) -> None:
         running = state == "running"
-        hosts = self.frontier.busiest(LIVE_HOSTS) if running else []
+        busiest = self.frontier.busiest(LIVE_HOSTS) if running else []
         await self.store.record_live(
-            hosts,
+            [(host, waiting, in_flight, what) for host, waiting, in_flight, what, _ in busiest],
             {
                 "run_state": state,
                 "run_started": str(time.time() - (time.monotonic() - self._started)),

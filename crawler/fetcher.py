@@ -10,6 +10,10 @@ Each try is sent with the Cookie header of the request's session, and each answe
 Set-Cookie goes into it (crawler/cookies.py; `COOKIES`). `DEFAULT_HEADERS` are the
 session's headers, under each request's own; `HTTP_AUTH` credentials go to their host
 only, decided by each request's own URL (a redirect's next hop is a request of its own).
+`_Attempt` also picks each try's proxy (`meta["proxy"]`, else the next of PROXY: see
+crawler/proxies.py), so a retry after a proxy's failure goes through another one; a
+failure at the proxy is a ProxyError. With AUTOTHROTTLE, `on_answer` hears each try's
+latency and status (the frontier's `answered`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from aiohttp_retry import RetryClient, RetryOptionsBase
 from crawler.cookies import Jars
 from crawler.errors import BodyTooLarge, FetchError
 from crawler.http import Request, Response
+from crawler.proxies import Proxies, Proxy, ProxyError, parse_proxy
 from crawler.settings import Settings
 from crawler.tools.cache import Cache
 from crawler.urls import fingerprint
@@ -43,6 +48,7 @@ RETRY_EXCEPTIONS = {aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, T
 BACKOFF_START = 0.25  # seconds before the first retry; doubles each time, with jitter
 BACKOFF_MAX = 30.0
 RETRY_AFTER_MAX = 600.0  # a longer Retry-After is not waited for: the page fails
+PROXY_CONNECT = 10.0  # seconds to connect to a proxy, at most (and half of TIMEOUT at most)
 
 
 class _Inflate(Protocol):
@@ -108,14 +114,24 @@ class PoliteRetry(RetryOptionsBase):
 
 class _Attempt:
     """The request function aiohttp-retry calls once per try: send (redirects are not
-    followed), then read the body."""
+    followed; through a proxy chosen for this try, if any), then read the body."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, max_body: int, jars: Jars | None = None
+        self,
+        session: aiohttp.ClientSession,
+        max_body: int,
+        jars: Jars | None = None,
+        proxies: Proxies | None = None,
+        proxy_timeout: aiohttp.ClientTimeout | None = None,
+        on_answer: Callable[[str, float, int], None] | None = None,
     ) -> None:
         self._session = session
         self._max_body = max_body
         self._jars = jars
+        self._proxies = proxies
+        self._proxy_timeout = proxy_timeout
+        self._meta_proxies: dict[str, Proxy] = {}
+        self._on_answer = on_answer  # AUTOTHROTTLE's: each try's latency and status
 
     async def request(
         self, method: str, url: str, *, trace_request_ctx: dict[str, Any], **kwargs: Any
@@ -128,7 +144,15 @@ class _Attempt:
             headers = kwargs.get("headers")
             if cookie is not None and not _has(headers, "cookie"):  # the request's own wins
                 kwargs["headers"] = {**(headers or {}), "Cookie": cookie}
-        response = await self._session.request(method, url, allow_redirects=False, **kwargs)
+        on_answer = self._on_answer
+        started = time.monotonic() if on_answer is not None else 0.0
+        meta, proxy = state.request.meta, None
+        if self._proxies is not None or (meta is not None and "proxy" in meta):
+            proxy = self._proxy_for(state.request)
+        if proxy is None:
+            response = await self._session.request(method, url, allow_redirects=False, **kwargs)
+        else:
+            response = await self._through(proxy, method, url, kwargs)
         if jars is not None and "Set-Cookie" in response.headers:  # 3xx and errors too
             jars.receive(state.request, str(response.url), response.headers.getall("Set-Cookie"))
         try:
@@ -136,7 +160,53 @@ class _Attempt:
         except BaseException:
             response.close()  # the rest of the body is unread: drop the connection
             raise
+        if on_answer is not None:
+            on_answer(state.request.url, time.monotonic() - started, response.status)
         return response
+
+    def _proxy_for(self, request: Request) -> Proxy | None:
+        """meta["proxy"] if the request has that key (None: direct), else the next of PROXY."""
+        meta = request.meta
+        if meta is not None and "proxy" in meta:
+            if meta["proxy"] is None:
+                return None
+            text = str(meta["proxy"])
+            proxy = self._meta_proxies.get(text)
+            if proxy is None:
+                try:
+                    proxy = parse_proxy(text)
+                except ValueError as exc:
+                    raise FetchError(request, f"meta proxy: {exc}") from None
+                self._meta_proxies[text] = proxy
+            return proxy
+        return self._proxies.choose() if self._proxies is not None else None
+
+    async def _through(
+        self, proxy: Proxy, method: str, url: str, kwargs: dict[str, Any]
+    ) -> aiohttp.ClientResponse:
+        """One try through `proxy`; ProxyError if it failed at the proxy, not the target."""
+        try:
+            response = await self._session.request(
+                method, url, allow_redirects=False, proxy=proxy.url,
+                timeout=self._proxy_timeout, **kwargs,
+            )  # fmt: skip
+        except (aiohttp.ClientHttpProxyError, aiohttp.ConnectionTimeoutError) as exc:
+            raise self._failed(proxy, type(exc).__name__) from exc
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc, aiohttp.ClientSSLError):
+                raise  # the target's certificate or TLS, through the tunnel
+            raise self._failed(proxy, type(exc).__name__) from exc
+        if response.status == 407:
+            response.close()
+            raise self._failed(proxy, "407 Proxy Authentication Required")
+        Proxies.worked(proxy)
+        log.debug("%s %s via proxy %s: %d", method, url, proxy.shown, response.status)
+        return response
+
+    @staticmethod
+    def _failed(proxy: Proxy, reason: str) -> ProxyError:
+        Proxies.failed(proxy, reason)
+        return ProxyError(f"proxy {proxy.shown}: {reason}")
 
     async def _read(self, response: aiohttp.ClientResponse, request: Request) -> bytes:
         limit = self._max_body
@@ -216,8 +286,10 @@ class Fetcher:
         on_wait: Callable[[str, float], None],
         cache: Cache | None = None,
         jars: Jars | None = None,
+        on_answer: Callable[[str, float, int], None] | None = None,
     ) -> None:
         self._settings = settings
+        self._on_answer = on_answer
         self._cache = cache
         # The crawl's jars (saved with its pages), else this fetcher's own; none: COOKIES off.
         self.jars = (jars or Jars()) if settings.cookies else None
@@ -242,8 +314,15 @@ class Fetcher:
             auto_decompress=False,  # _Attempt._read inflates, under the MAX_BODY cap
             cookie_jar=aiohttp.DummyCookieJar(),  # the jars are ours: one per session
         )
+        proxies = Proxies(s.proxy) if s.proxy else None
+        proxy_timeout = aiohttp.ClientTimeout(
+            total=s.timeout, sock_connect=min(PROXY_CONNECT, s.timeout / 2)
+        )
+        attempt = _Attempt(
+            self._session, s.max_body, self.jars, proxies, proxy_timeout, self._on_answer
+        )
         self._client = RetryClient(
-            client_session=_Attempt(self._session, s.max_body, self.jars),  # type: ignore[arg-type]
+            client_session=attempt,  # type: ignore[arg-type]
             retry_options=PoliteRetry(s.retries + 1, self._on_wait),
         )
         return self

@@ -19,7 +19,9 @@ Hand-out is per host. Each host has its own priority heap; a host is *ready* whe
 has pending requests, fewer than PER_HOST in flight, and no DELAY or Retry-After
 hold. Ready requests move into one `asyncio.Queue` that the fetch workers read, and
 only as many as there are idle workers, so a capped or slowed host never holds a
-worker that another host could use, and priorities hold across hosts.
+worker that another host could use, and priorities hold across hosts. With
+AUTOTHROTTLE, a host's delay follows its latency and its 429/503s (`answered()`,
+crawler/throttle.py).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Generic, NamedTuple, TypeVar
 
 from crawler.http import Request
 from crawler.settings import Settings
+from crawler.throttle import AutoThrottle
 from crawler.urls import check_url, fingerprint, host_of, in_domains
 
 log = logging.getLogger(__name__)
@@ -92,8 +95,10 @@ class _Host:
     in_flight: int = 0
     held_until: float = 0.0
     delay: float = 0.0
+    floor: float = 0.0  # the least delay: DELAY, or Crawl-delay if larger (for AUTOTHROTTLE)
     timer: asyncio.TimerHandle | None = None
-    known: bool = True  # False until robots.txt is read: one request at a time till then
+    known: bool = True  # False until robots.txt is read (with AUTOTHROTTLE and no ROBOTS,
+    # until its first answer): one request at a time till then
     last_start: float = 0.0
     previous_hold: float = 0.0
     hold_reason: str = "DELAY"
@@ -122,6 +127,11 @@ class Frontier:
         self._probe_hosts = settings.robots  # learn a host's robots.txt before crowding it
         self._per_host = settings.per_host
         self._delay = settings.delay
+        self._throttle = (
+            AutoThrottle(settings.autothrottle_target_concurrency, settings.autothrottle_max_delay)
+            if settings.autothrottle
+            else None
+        )
         self._max_depth = settings.max_depth
         self._max_pages = settings.max_pages
         self._domains = frozenset(d.lower().strip(".") for d in allowed_domains if d)
@@ -284,7 +294,10 @@ class Frontier:
             host = host_of(request.url)
             state = self._hosts.get(host)
             if state is None:
-                state = self._hosts[host] = _Host(delay=self._delay, known=not self._probe_hosts)
+                # Unknown until robots.txt is read, or with AUTOTHROTTLE its first answer
+                # (its latency unknown): one request at a time till then.
+                known = not self._probe_hosts and self._throttle is None
+                state = self._hosts[host] = _Host(delay=self._delay, floor=self._delay, known=known)
             heapq.heappush(state.heap, (-request.priority, next(self._seq), request))
             self._pending += 1
             self._mark_ready(host, state)
@@ -323,11 +336,33 @@ class Frontier:
         if state is None or state.known:
             return
         state.known = True
+        state.floor = max(state.floor, crawl_delay)
         if crawl_delay > state.delay:
             state.delay = crawl_delay
             self._hold(host, state, state.last_start + crawl_delay)
         self._mark_ready(host, state)
         self._dispatch()
+
+    def answered(self, url: str, latency: float, status: int) -> None:
+        """A try to the URL's host got an answer with `status` after `latency` seconds:
+        with AUTOTHROTTLE, the host's delay follows (crawler/throttle.py)."""
+        host = host_of(url)
+        state = self._hosts.get(host)
+        if state is None or self._throttle is None:
+            return
+        before = state.delay
+        state.delay = self._throttle.delay(before, state.floor, latency, status)
+        if state.delay != before:
+            log.debug(
+                "AUTOTHROTTLE %s: delay %.3f s -> %.3f s (%d in %.3f s)",
+                host, before, state.delay, status, latency,
+            )  # fmt: skip
+            if state.delay > before and state.last_start:
+                self._hold(host, state, state.last_start + state.delay)
+        if not state.known and not self._probe_hosts:  # robots.txt's answer waits for `learned`
+            state.known = True
+            self._mark_ready(host, state)
+            self._dispatch()
 
     def done(self, request: Request) -> None:
         """The page of `request` is committed; the crawl may be over."""
@@ -343,15 +378,15 @@ class Frontier:
         if state is not None:
             self._hold(host, state, time.monotonic() + seconds, "Retry-After")
 
-    def busiest(self, count: int) -> list[tuple[str, int, int, str]]:
+    def busiest(self, count: int) -> list[tuple[str, int, int, str, float]]:
         """The hosts with the most requests waiting or in flight:
-        (host, waiting, in flight, state)."""
+        (host, waiting, in flight, state, delay)."""
         now = time.monotonic()
         top = heapq.nlargest(
             count, self._hosts.items(), key=lambda pair: len(pair[1].heap) + pair[1].in_flight
         )
         return [
-            (host, len(state.heap), state.in_flight, self._state_of(state, now))
+            (host, len(state.heap), state.in_flight, self._state_of(state, now), state.delay)
             for host, state in top
             if state.heap or state.in_flight
         ]

@@ -48,7 +48,7 @@ class Request:
     headers: Mapping[str, str] | None = None
     body: bytes | None = None
     meta: Mapping[str, Any] | None = None  # the user's; the framework reads only Scrapy's
-    # keys "cookiejar" and "dont_merge_cookies" (crawler/cookies.py)
+    # keys "cookiejar", "dont_merge_cookies" (crawler/cookies.py) and "proxy"
     priority: int = 0
     dont_filter: bool = False
     errback: Callback | None = None

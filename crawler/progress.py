@@ -171,9 +171,13 @@ def _hosts(hosts: tuple[HostState, ...]) -> Text:
         h.host if len(h.host) <= HOST_WIDTH else h.host[: HOST_WIDTH - 3] + "..." for h in hosts
     ]
     width = max(4, *map(len, names))
-    text = Text(" ").append(f"{'host':<{width}}  waiting  in flight  state", style="bold")
+    delays = any(h.delay for h in hosts)  # DELAY, Crawl-delay or AUTOTHROTTLE at work
+    head = f"{'host':<{width}}  waiting  in flight  " + ("   delay  " if delays else "")
+    text = Text(" ").append(head + "state", style="bold")
     for name, h in zip(names, hosts, strict=True):
         text.append(f"\n {name:<{width}}  {h.waiting:>7,}  {h.in_flight:>9,}  ")
+        if delays:
+            text.append(f"{h.delay:>6.2f} s  ")
         text.append(h.state, style=_STATE_STYLES.get(h.state, ""))
     return text
 

@@ -44,6 +44,10 @@ class Settings:
     cookies: bool = True
     default_headers: Mapping[str, str] = field(default_factory=dict)
     http_auth: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # host -> (user, pass)
+    proxy: tuple[str, ...] = ()  # proxy URLs, rotated through (crawler/proxies.py)
+    autothrottle: bool = False  # each host's delay follows its latency (crawler/throttle.py)
+    autothrottle_max_delay: float = 60.0
+    autothrottle_target_concurrency: float = 1.0
 
     @classmethod
     def build(cls, *layers: Mapping[str, Any]) -> Settings:
@@ -190,6 +194,21 @@ def _http_auth(key: str, raw: Any) -> dict[str, tuple[str, str]]:
     return auth
 
 
+def _proxy(key: str, raw: Any) -> tuple[str, ...]:
+    from crawler.proxies import proxy_problem
+
+    if isinstance(raw, str):
+        raw = [part for part in raw.split(",") if part.strip()]
+    if not isinstance(raw, list | tuple) or not raw:
+        raise UsageError(f"setting {key}={raw!r}: expected a proxy URL or a list of them")
+    urls = tuple(_text(key, url) for url in raw)
+    for url in urls:
+        problem = proxy_problem(url)
+        if problem:
+            raise UsageError(f"setting {key}={url!r}: {problem}")
+    return urls
+
+
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "concurrency": _int(1),
     "per_host": _int(1),
@@ -212,4 +231,8 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "cookies": _bool,
     "default_headers": _default_headers,
     "http_auth": _http_auth,
+    "proxy": _proxy,
+    "autothrottle": _bool,
+    "autothrottle_max_delay": _float,
+    "autothrottle_target_concurrency": _positive_float,
 }

@@ -14,6 +14,7 @@ class HostState:
     waiting: int  # requests queued in memory for it
     in_flight: int
     state: str  # "fetching", "capped", "held by DELAY", "held by Retry-After", "waiting"
+    delay: float = 0.0  # seconds between two requests to it now (DELAY, Crawl-delay, AUTOTHROTTLE)
 
 
 @dataclass(frozen=True, slots=True)
