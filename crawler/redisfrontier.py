@@ -24,7 +24,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import MaxConnectionsError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from crawler import redislua, wire
@@ -256,6 +256,8 @@ class RedisFrontier:
         while True:
             try:
                 result = await call()
+            except MaxConnectionsError:  # this process's pool is full: not an outage
+                raise
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 now = time.monotonic()
                 if since is None:

@@ -16,7 +16,8 @@ bound on results waiting for the collector (0: none). The clock is Redis's own
     fence           counter: each lease's fencing token
     leases          ZSET token -> expiry
     lease:<token>   HASH: host, prio, req (the request), worker
-    fin:<token>     a finished lease, kept 10 minutes: a retried finish is answered "again"
+    finished        ZSET token -> time: leases finished in the last 2 minutes, so that a
+                    finish retried after a lost reply is answered "again", not "refused"
     results         STREAM: token, host, request, result, new (count) per finished page
     stats           HASH: queued, finished, refused, expired
     robots          HASH host -> robots.txt; robots:<host> the fetcher's lock
@@ -34,6 +35,7 @@ local clock = redis.call('TIME')
 local NOW = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local STAMP = clock[1] .. string.format('%06d', tonumber(clock[2]))
 local READY, STATS, LEASES = P .. 'ready', P .. 'stats', P .. 'leases'
+local FINISHED, KEEP_FINISHED = P .. 'finished', 120000000
 
 local function hkey(host) return P .. 'host:' .. host end
 local function pkey(host) return P .. 'qp:' .. host end
@@ -101,6 +103,7 @@ local function requeue(token)
 end
 
 local function reap(limit)
+  redis.call('ZREMRANGEBYSCORE', FINISHED, '-inf', NOW - KEEP_FINISHED)
   local expired = redis.call('ZRANGE', LEASES, '-inf', NOW, 'BYSCORE', 'LIMIT', 0, limit)
   for _, token in ipairs(expired) do requeue(token) end
   if #expired > 0 then redis.call('HINCRBY', STATS, 'expired', #expired) end
@@ -173,7 +176,7 @@ FINISH = (
     _PRELUDE
     + """
 local token = ARGV[5]
-if redis.call('EXISTS', P .. 'fin:' .. token) == 1 then return {'again', STAMP} end
+if redis.call('ZSCORE', FINISHED, token) then return {'again', STAMP} end
 local expiry = redis.call('ZSCORE', LEASES, token)
 if not expiry or tonumber(expiry) <= NOW then
   if expiry then
@@ -195,7 +198,8 @@ redis.call('ZREM', LEASES, token)
 redis.call('HINCRBY', hkey(l[1]), 'inflight', -1)
 schedule(l[1])
 redis.call('HINCRBY', STATS, 'finished', 1)
-redis.call('SET', P .. 'fin:' .. token, 1, 'PX', 600000)
+redis.call('ZADD', FINISHED, NOW, token)
+redis.call('ZREMRANGEBYSCORE', FINISHED, '-inf', NOW - KEEP_FINISHED)
 return {'ok', STAMP, unpack(new)}
 """
 )
