@@ -43,7 +43,8 @@ _SCRIPTS = ("ADMIT", "LEASE", "RENEW", "FINISH", "HOLD", "REAP", "ROBOTS", "SET_
 
 
 class Lease(NamedTuple):
-    """A request handed to one worker until `expires`, under fencing token `token`."""
+    """A request handed to one worker under fencing token `token`, until its lease
+    expires (lease_seconds after the hand-out or the last `renew`)."""
 
     token: int
     request: Request

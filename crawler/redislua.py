@@ -200,7 +200,9 @@ schedule(l[1])
 redis.call('HINCRBY', STATS, 'finished', 1)
 redis.call('ZADD', FINISHED, NOW, token)
 redis.call('ZREMRANGEBYSCORE', FINISHED, '-inf', NOW - KEEP_FINISHED)
-return {'ok', STAMP, unpack(new)}
+local out = {'ok', STAMP}  -- not unpack(new): Lua's stack takes 8,000 values at most
+for _, flag in ipairs(new) do out[#out + 1] = flag end
+return out
 """
 )
 

@@ -135,6 +135,17 @@ async def test_dont_filter_requests_skip_the_seen_set(client: Redis) -> None:
     assert (counts.seen, counts.queued) == (1, 3)
 
 
+async def test_a_page_with_thousands_of_links_finishes_in_one_step(client: Redis) -> None:
+    frontier = RedisFrontier(client, "c", per_host=1, delay=0)
+    await frontier.admit([Request("http://a.test/")])
+    lease = (await frontier.lease("w", 1)).leases[0]
+    links = pages("b.test", 9000) + pages("b.test", 10)  # the last ten seen already
+    done = await frontier.finish(lease.token, b"", links)
+    assert done.ok and done.new == [True] * 9000 + [False] * 10
+    counts = await frontier.counts()
+    assert (counts.queued, counts.seen, counts.leased) == (9000, 9001, 0)
+
+
 async def test_requests_of_a_host_come_by_priority_then_in_order(client: Redis) -> None:
     frontier = RedisFrontier(client, "c", per_host=1, delay=0)
     priorities = [0, 5, 0, -1, 5, 1]
