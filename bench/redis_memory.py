@@ -186,7 +186,7 @@ def table(f: dict[str, float], count: int, hosts: int) -> str:
     rows = [
         ("seen and pending (after admit)", f["seen_and_pending"], ""),
         ("seen, after every page was leased and finished", f["seen_with_markers"],
-         f"finished markers ({MARKER_SECONDS} s) still alive"),
+         f"tokens finished in the last {MARKER_SECONDS} s still kept"),
     ]  # fmt: skip
     if "seen" in f:
         rows.append(("seen alone (markers expired)", f["seen"], "target < 100"))
