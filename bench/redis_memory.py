@@ -10,8 +10,12 @@ alone) on a free port, then:
    they come), and reads it again: bytes per URL seen once nothing is pending, with the
    2-minute "finished" markers (a retried finish is answered "again") still kept, and
    once they are trimmed;
-3. for comparison, the same 1,000,000 URLs as scrapy-redis's dupefilter keeps them (a
-   SET of 40-character hex SHA1 fingerprints), written into a fresh database directly.
+3. for comparison, the same 1,000,000 URLs as scrapy-redis 0.9 keeps them, by
+   `scrapy_redis_memory.py` in a virtualenv of its own (`--scrapy-redis-venv`, made with
+   `python3 -m venv /tmp/scrapy-redis-venv && /tmp/scrapy-redis-venv/bin/pip install
+   scrapy-redis`): its dupefilter's SET of 40-character hex SHA1 fingerprints and its
+   priority queue's ZSET of pickled requests. Without that virtualenv, the dupefilter's
+   SET alone, written here.
 
 Per pending request = (1) - (2, markers expired). Targets: under 100 bytes per seen URL,
 under 300 per pending request.
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import shutil
 import socket
 import subprocess
@@ -31,6 +36,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 from run import write_results
@@ -38,6 +44,7 @@ from run import write_results
 from crawler.http import Request
 from crawler.redisfrontier import RedisFrontier
 
+SCRAPY_REDIS_VENV = Path("/tmp/scrapy-redis-venv")
 URLS = 1_000_000
 HOSTS = 1_000
 MARKER_SECONDS = 120  # how long a finished lease's marker lives (crawler/redislua.py)
@@ -145,8 +152,17 @@ async def scrapy_redis_dupefilter(redis: Redis, count: int, hosts: int) -> None:
     await pipe.execute()
 
 
-async def measure(count: int, hosts: int, wait_markers: bool) -> dict[str, float]:
-    figures: dict[str, float] = {}
+def scrapy_redis(venv: Path, port: int, count: int, hosts: int) -> dict[str, Any]:
+    """scrapy_redis_memory.py's figures, run with the virtualenv's python."""
+    script = Path(__file__).with_name("scrapy_redis_memory.py")
+    args = ["--port", str(port), "--urls", str(count), "--hosts", str(hosts)]
+    out = subprocess.run([str(venv / "bin" / "python"), str(script), *args], check=True,
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL)  # fmt: skip
+    return dict(json.loads(out.stdout))
+
+
+async def measure(count: int, hosts: int, wait_markers: bool, venv: Path) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="redis-memory-") as folder:
         server = Server(Path(folder))
         try:
@@ -172,9 +188,15 @@ async def measure(count: int, hosts: int, wait_markers: bool) -> dict[str, float
                 figures["seen"] = (await used(redis) - base) / count
                 figures["pending"] = figures["seen_and_pending"] - figures["seen"]
             await redis.flushall()
-            base = await used(redis)
-            await scrapy_redis_dupefilter(redis, count, hosts)
-            figures["scrapy_redis_seen"] = (await used(redis) - base) / count
+            if (venv / "bin" / "python").exists():
+                await redis.connection_pool.disconnect()
+                figures["scrapy_redis"] = await asyncio.to_thread(
+                    scrapy_redis, venv, server.port, count, hosts
+                )
+            else:
+                base = await used(redis)
+                await scrapy_redis_dupefilter(redis, count, hosts)
+                figures["scrapy_redis_seen"] = (await used(redis) - base) / count
             figures["version"] = float((await redis.info("server"))["redis_version"][:3])
             await redis.aclose()
         finally:
@@ -182,7 +204,7 @@ async def measure(count: int, hosts: int, wait_markers: bool) -> dict[str, float
     return figures
 
 
-def table(f: dict[str, float], count: int, hosts: int) -> str:
+def table(f: dict[str, Any], count: int, hosts: int) -> str:
     rows = [
         ("seen and pending (after admit)", f["seen_and_pending"], ""),
         ("seen, after every page was leased and finished", f["seen_with_markers"],
@@ -191,8 +213,17 @@ def table(f: dict[str, float], count: int, hosts: int) -> str:
     if "seen" in f:
         rows.append(("seen alone (markers expired)", f["seen"], "target < 100"))
         rows.append(("per pending request (the difference)", f["pending"], "target < 300"))
-    rows.append(("scrapy-redis dupefilter (SHA1 hex in a SET), same URLs", f["scrapy_redis_seen"],
-                 "written directly, for comparison"))  # fmt: skip
+    if "scrapy_redis" in f:
+        sr = f["scrapy_redis"]
+        version = f"scrapy-redis {sr['scrapy_redis']}, Scrapy {sr['scrapy']}"
+        rows.append(
+            ("scrapy-redis: per seen URL (dupefilter SET of SHA1 hex)", sr["seen"], version)
+        )
+        rows.append(("scrapy-redis: per pending request (ZSET of pickles)", sr["pending"],
+                     f"a pickled request is {sr['request_bytes']} bytes"))  # fmt: skip
+    else:
+        rows.append(("scrapy-redis dupefilter (SHA1 hex in a SET), same URLs",
+                     f["scrapy_redis_seen"], "its encoding, written here"))  # fmt: skip
     lines = [
         f"## Redis frontier memory, {count:,} URLs over {hosts:,} hosts",
         "",
@@ -216,8 +247,9 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=HOSTS)
     parser.add_argument("--no-wait", action="store_true", help="do not wait for the markers")
     parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md")
+    parser.add_argument("--scrapy-redis-venv", type=Path, default=SCRAPY_REDIS_VENV)
     args = parser.parse_args()
-    figures = asyncio.run(measure(args.urls, args.hosts, not args.no_wait))
+    figures = asyncio.run(measure(args.urls, args.hosts, not args.no_wait, args.scrapy_redis_venv))
     block = table(figures, args.urls, args.hosts)
     print(block)
     if not args.no_write:

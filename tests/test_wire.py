@@ -1,6 +1,10 @@
-"""Requests as the Redis frontier stores them: compact, and decoded to what was encoded."""
+"""Requests as the Redis frontier stores them (compact, decoded to what was encoded); the
+default crawl never imports the Redis frontier."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 from crawler import wire
 from crawler.http import Callback, Request
@@ -50,3 +54,12 @@ def test_without_a_resolver_callbacks_are_left_out() -> None:
     blob = wire.encode(Request("http://a.test/", SPIDER.parse), "a.test")
     assert wire.decode(blob, "a.test").callback is None
     assert wire.decode(blob, "a.test").url == "http://a.test/"
+
+
+def test_the_default_crawl_path_does_not_import_redis() -> None:
+    code = (
+        "import sys, crawler.cli, crawler.engine, crawler.frontier;"
+        "print(sorted(m for m in sys.modules if m == 'redis' or 'redisfrontier' in m))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
