@@ -1,0 +1,287 @@
+"""The Redis frontier: one crawl's seen-set, host queues, leases and results in Redis,
+shared by worker processes on any machine.
+
+Each step that must be atomic is one Lua script (`crawler.redislua`, where the key
+layout is), run with Redis's own clock. A worker `lease`s requests of hosts that are due
+now, under a fencing token and an expiry it `renew`s while the page is in flight, then
+`finish`es the page: the token is checked, the result goes to the `results` stream for
+the collector, the page's new requests are admitted and the host slot is freed, in one
+step. A finish whose lease expired or was superseded is refused and counted; an expired
+lease's request goes back to the front of its host's queue (`reap`, which `lease` runs
+too). PER_HOST, DELAY, Crawl-delay and Retry-After hold across every process.
+
+Not imported by the default (SQLite) crawl: it needs the `redis` extra.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from crawler import redislua, wire
+from crawler.errors import UsageError
+from crawler.http import Request
+from crawler.urls import fingerprint, host_of
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ADMIT_BATCH = 500  # requests per admit script: a script blocks Redis while it runs
+PATIENCE = 300.0  # seconds Redis may stay unreachable before a call gives up
+_MAX_BACKOFF = 2.0
+_RESULTS = "results"
+_SCRIPTS = ("ADMIT", "LEASE", "RENEW", "FINISH", "HOLD", "REAP", "ROBOTS", "SET_ROBOTS", "COUNTS")
+
+
+class Lease(NamedTuple):
+    """A request handed to one worker under fencing token `token`, until its lease
+    expires (lease_seconds after the hand-out or the last `renew`)."""
+
+    token: int
+    request: Request
+    host: str
+    blob: bytes  # the request as stored, for the collector's record
+
+
+@dataclass(frozen=True, slots=True)
+class Leased:
+    """What `lease` handed out, and when to ask again."""
+
+    leases: list[Lease]
+    stamp: int  # Redis's time of the hand-out, microseconds since the epoch
+    wait: float | None  # seconds until the next host is due; None: none is ready
+    reason: str = ""  # "backlog" when nothing is handed out until the collector catches up
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The answer to `finish`: whether the lease held, and which new requests were new."""
+
+    ok: bool
+    stamp: int  # Redis's time of the finish, microseconds since the epoch
+    new: list[bool]
+    again: bool = False  # a retried finish whose first try had gone through
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Where the crawl stands in Redis."""
+
+    queued: int
+    leased: int
+    seen: int
+    results: int  # finished pages waiting for the collector
+    finished: int
+    refused: int  # finishes under a lost or expired lease
+    expired: int  # leases that ran out and were queued again
+
+
+class Robots(NamedTuple):
+    """A host's robots.txt as the crawl knows it: `text` once stored; else `fetch` says
+    whether this caller is the one to fetch it (the others wait and ask again)."""
+
+    text: str | None
+    fetch: bool
+
+
+class Result(NamedTuple):
+    """One finished page from the results stream."""
+
+    id: str
+    token: int
+    host: str
+    request: bytes  # as stored: `wire.decode(request, host)`
+    result: bytes
+    new: int
+
+
+class RedisFrontier:
+    """One crawl's frontier in Redis, shared by every process that opens it."""
+
+    def __init__(
+        self,
+        client: Redis,
+        crawl_id: str,
+        per_host: int,
+        delay: float,
+        lease_seconds: float = 10.0,
+        max_results: int = 10_000,
+        resolve: wire.Resolve | None = None,
+        patience: float = PATIENCE,
+    ) -> None:
+        if not crawl_id or "{" in crawl_id or "}" in crawl_id:
+            raise UsageError(f"crawl id {crawl_id!r}: expected a non-empty name without braces")
+        self.client = client
+        self.prefix = f"crawl:{{{crawl_id}}}:"
+        self.lease_seconds = lease_seconds
+        self._config = (per_host, round(delay * 1e6), round(lease_seconds * 1e6), max_results)
+        self._resolve = resolve
+        self._patience = patience
+        self._scripts = {name: client.register_script(getattr(redislua, name)) for name in _SCRIPTS}
+
+    async def admit(self, requests: Sequence[Request]) -> list[bool]:
+        """Add requests not seen before to their hosts' queues; for each, whether it was
+        new. A `dont_filter` request is always added and never enters the seen-set."""
+        new: list[bool] = []
+        for start in range(0, len(requests), ADMIT_BATCH):
+            args = _request_args(requests[start : start + ADMIT_BATCH])
+            flags = await self._run("ADMIT", *args)
+            new.extend(bool(flag) for flag in flags)
+        return new
+
+    async def lease(self, worker: str, n: int) -> Leased:
+        """Up to `n` requests of hosts due now, each under its own lease."""
+        reply = await self._run("LEASE", worker, n)
+        status, stamp, wait = _text(reply[0]), int(reply[1]), int(reply[2])
+        leases = []
+        for i in range(3, len(reply), 3):
+            host = _text(reply[i + 1])
+            blob = bytes(reply[i + 2])
+            request = wire.decode(blob, host, self._resolve)
+            leases.append(Lease(int(reply[i]), request, host, blob))
+        reason = "" if status == "ok" else status
+        return Leased(leases, stamp, None if wait < 0 else wait / 1e6, reason)
+
+    async def renew(self, tokens: Sequence[int]) -> list[bool]:
+        """Extend leases still held by another lease time; False for each one lost."""
+        if not tokens:
+            return []
+        return [bool(flag) for flag in await self._run("RENEW", *tokens)]
+
+    async def finish(
+        self, token: int, result: bytes, new_requests: Sequence[Request] = ()
+    ) -> Finished:
+        """Record a page's result for the collector, admit the requests it found and free
+        its host slot, if lease `token` still holds; else refuse (and count it)."""
+        reply = await self._run("FINISH", token, result, *_request_args(new_requests))
+        status, stamp = _text(reply[0]), int(reply[1])
+        return Finished(status in ("ok", "again"), stamp, [bool(f) for f in reply[2:]],
+                        status == "again")  # fmt: skip
+
+    async def hold(self, host: str, seconds: float, reason: str = "Retry-After") -> None:
+        """Hand out nothing of `host` for `seconds` from now; with reason "Crawl-delay",
+        keep `seconds` between its hand-outs from now on (if more than DELAY)."""
+        await self._run("HOLD", host, round(seconds * 1e6), reason)
+
+    async def reap(self, limit: int = 1000) -> int:
+        """Queue again the requests of up to `limit` expired leases; how many there were."""
+        return int(await self._run("REAP", limit))
+
+    async def robots(self, host: str, worker: str) -> Robots:
+        """The host's robots.txt if stored, or whether this caller is to fetch it."""
+        reply = await self._run("ROBOTS", host, worker)
+        kind = _text(reply[0])
+        if kind == "text":
+            return Robots(bytes(reply[1]).decode(), False)
+        return Robots(None, kind == "fetch")
+
+    async def set_robots(self, host: str, text: str) -> None:
+        """Store the host's robots.txt for every process of the crawl."""
+        await self._run("SET_ROBOTS", host, text)
+
+    async def counts(self) -> Counts:
+        """Queued, leased, seen, results waiting, and the finish and lease counters."""
+        return Counts(*(int(v) for v in await self._run("COUNTS")))
+
+    async def done(self) -> bool:
+        """Whether nothing is queued or leased."""
+        counts = await self.counts()
+        return counts.queued == 0 and counts.leased == 0
+
+    async def results(
+        self, group: str, consumer: str, count: int = 100, block_ms: int | None = None,
+        *, again: bool = False,
+    ) -> list[Result]:  # fmt: skip
+        """Finished pages for the collector, read in consumer group `group`; with `again`,
+        those this consumer was given before and has not acknowledged (after a restart)."""
+        key = self.prefix + _RESULTS
+        await self._group(key, group)
+
+        async def read() -> Any:
+            streams: dict[Any, Any] = {key: "0" if again else ">"}
+            return await self.client.xreadgroup(group, consumer, streams, count, block_ms)
+
+        found: list[Result] = []
+        for _, entries in await self._retrying(read) or ():
+            for entry_id, fields in entries:
+                if not fields:  # deleted since it was delivered
+                    continue
+                found.append(
+                    Result(
+                        _text(entry_id), int(fields[b"token"]), _text(fields[b"host"]),
+                        fields[b"request"], fields[b"result"], int(fields[b"new"]),
+                    )
+                )  # fmt: skip
+        return found
+
+    async def ack(self, group: str, ids: Sequence[str]) -> None:
+        """The collector has stored these results: acknowledge and delete them, so the
+        stream holds only what waits (its length is what `max_results` bounds)."""
+        if not ids:
+            return
+        key = self.prefix + _RESULTS
+
+        async def both() -> None:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.xack(key, group, *ids)
+                pipe.xdel(key, *ids)
+                await pipe.execute()
+
+        await self._retrying(both)
+
+    async def _group(self, key: str, group: str) -> None:
+        try:
+            await self._retrying(lambda: self.client.xgroup_create(key, group, "0", mkstream=True))
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _run(self, name: str, *args: Any) -> Any:
+        script = self._scripts[name]
+        return await self._retrying(lambda: script(keys=[self.prefix], args=[*self._config, *args]))
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()`, tried again with backoff while Redis is unreachable or loading its
+        data (a restart), for up to `patience` seconds; one log line per outage."""
+        since: float | None = None
+        pause = 0.05
+        while True:
+            try:
+                result = await call()
+            except MaxConnectionsError:  # this process's pool is full: not an outage
+                raise
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                now = time.monotonic()
+                if since is None:
+                    since = now
+                    log.warning("Redis unreachable (%s); retrying", exc)
+                elif now - since > self._patience:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _MAX_BACKOFF)
+                continue
+            if since is not None:
+                log.debug("Redis is back after %.1f s", time.monotonic() - since)
+            return result
+
+
+def _request_args(requests: Sequence[Request]) -> list[Any]:
+    args: list[Any] = []
+    for r in requests:
+        host = host_of(r.url)
+        fp = b"" if r.dont_filter else (r.fp or fingerprint(r.method, r.url, r.body))
+        args += (fp, host, r.priority, wire.encode(r, host))
+    return args
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

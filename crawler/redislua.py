@@ -1,0 +1,263 @@
+"""The Redis frontier's Lua scripts: each step that must be atomic is one script.
+
+Every script gets KEYS[1] = the crawl's key prefix `crawl:{ID}:` (its hash tag routes
+the script to the crawl's slot; the keys it names are built from it and share the tag)
+and ARGV[1..4] = PER_HOST, DELAY in microseconds, the lease in microseconds, and the
+bound on results waiting for the collector (0: none). The clock is Redis's own
+(`TIME`, microseconds since the epoch), read once per script. Keys, after the prefix:
+
+    seen            SET of 16-byte request fingerprints
+    q:<host>:<p>    LIST: the host's pending requests of priority p, oldest first
+    qp:<host>       ZSET: the priorities with pending requests (score -p: highest first)
+    ready           ZSET host -> when it may next be served: hosts with pending requests
+                    and a free slot
+    host:<host>     HASH: inflight, last (hand-out time), delay (Crawl-delay), held
+                    (Retry-After), reason
+    fence           counter: each lease's fencing token
+    leases          ZSET token -> expiry
+    lease:<token>   HASH: host, prio, req (the request), worker
+    finished        ZSET token -> time: leases finished in the last 2 minutes, so that a
+                    finish retried after a lost reply is answered "again", not "refused"
+    results         STREAM: token, host, request, result, new (count) per finished page
+    stats           HASH: queued, finished, refused, expired
+    robots          HASH host -> robots.txt; robots:<host> the fetcher's lock
+"""
+
+from __future__ import annotations
+
+_PRELUDE = """
+local P = KEYS[1]
+local PER_HOST = tonumber(ARGV[1])
+local DELAY = tonumber(ARGV[2])
+local LEASE = tonumber(ARGV[3])
+local BOUND = tonumber(ARGV[4])
+local clock = redis.call('TIME')
+local NOW = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local STAMP = clock[1] .. string.format('%06d', tonumber(clock[2]))
+local READY, STATS, LEASES = P .. 'ready', P .. 'stats', P .. 'leases'
+local FINISHED, KEEP_FINISHED = P .. 'finished', 120000000
+
+local function hkey(host) return P .. 'host:' .. host end
+local function pkey(host) return P .. 'qp:' .. host end
+local function qkey(host, prio) return P .. 'q:' .. host .. ':' .. prio end
+
+-- A host is in `ready` while it has pending requests and a free slot, scored by the
+-- time it may next be served: DELAY (or its Crawl-delay) after its last hand-out, and
+-- not before its Retry-After hold.
+local function schedule(host)
+  local h = redis.call('HMGET', hkey(host), 'inflight', 'last', 'delay', 'held')
+  if (tonumber(h[1]) or 0) >= PER_HOST or redis.call('EXISTS', pkey(host)) == 0 then
+    redis.call('ZREM', READY, host)
+    return
+  end
+  local delay = math.max(DELAY, tonumber(h[3]) or 0)
+  local due = math.max((tonumber(h[2]) or 0) + delay, tonumber(h[4]) or 0)
+  redis.call('ZADD', READY, due, host)
+end
+
+local function push(host, prio, blob, front)
+  local q = qkey(host, prio)
+  if front then redis.call('LPUSH', q, blob) else redis.call('RPUSH', q, blob) end
+  redis.call('ZADD', pkey(host), -prio, prio)
+  redis.call('HINCRBY', STATS, 'queued', 1)
+end
+
+local function pop(host)
+  local top = redis.call('ZRANGE', pkey(host), 0, 0)
+  if #top == 0 then return nil, nil end
+  local q = qkey(host, top[1])
+  local blob = redis.call('LPOP', q)
+  if redis.call('LLEN', q) == 0 then redis.call('ZREM', pkey(host), top[1]) end
+  redis.call('HINCRBY', STATS, 'queued', -1)
+  return top[1], blob
+end
+
+-- ARGV from `first` on: groups of fingerprint ('' for dont_filter: never deduplicated),
+-- host, priority, request. Returns 1 for each new request, 0 for each seen before.
+local function admit(first)
+  local out = {}
+  for i = first, #ARGV, 4 do
+    local new = 1
+    if ARGV[i] ~= '' then new = redis.call('SADD', P .. 'seen', ARGV[i]) end
+    if new == 1 then
+      local host = ARGV[i + 1]
+      push(host, tonumber(ARGV[i + 2]), ARGV[i + 3], false)
+      if not redis.call('ZSCORE', READY, host) then schedule(host) end
+    end
+    out[#out + 1] = new
+  end
+  return out
+end
+
+-- A lease's request back to the front of its host's queue; its slot freed.
+local function requeue(token)
+  local lk = P .. 'lease:' .. token
+  local l = redis.call('HMGET', lk, 'host', 'prio', 'req')
+  redis.call('DEL', lk)
+  redis.call('ZREM', LEASES, token)
+  if l[1] then
+    push(l[1], tonumber(l[2]), l[3], true)
+    redis.call('HINCRBY', hkey(l[1]), 'inflight', -1)
+    schedule(l[1])
+  end
+end
+
+local function reap(limit)
+  redis.call('ZREMRANGEBYSCORE', FINISHED, '-inf', NOW - KEEP_FINISHED)
+  local expired = redis.call('ZRANGE', LEASES, '-inf', NOW, 'BYSCORE', 'LIMIT', 0, limit)
+  for _, token in ipairs(expired) do requeue(token) end
+  if #expired > 0 then redis.call('HINCRBY', STATS, 'expired', #expired) end
+  return #expired
+end
+"""
+
+ADMIT = _PRELUDE + "return admit(5)\n"
+
+# ARGV[5] worker, ARGV[6] how many. Returns {status, stamp, wait, token, host, request, ...}:
+# status "ok" or "backlog" (too many results wait for the collector), stamp the Redis time
+# (microseconds, a string), wait the microseconds until the next host is due (-1: none is
+# ready, every host with pending requests is at its PER_HOST cap, or none has any).
+LEASE = (
+    _PRELUDE
+    + """
+reap(100)
+if BOUND > 0 and redis.call('XLEN', P .. 'results') >= BOUND then
+  return {'backlog', STAMP, -1}
+end
+local out = {'ok', STAMP, -1}
+local want, got = tonumber(ARGV[6]), 0
+while got < want do
+  local hosts = redis.call('ZRANGE', READY, '-inf', NOW, 'BYSCORE', 'LIMIT', 0, want - got)
+  if #hosts == 0 then break end
+  for _, host in ipairs(hosts) do
+    local prio, blob = pop(host)
+    if prio then
+      local token = redis.call('INCR', P .. 'fence')
+      redis.call('HSET', P .. 'lease:' .. token,
+                 'host', host, 'prio', prio, 'req', blob, 'worker', ARGV[5])
+      redis.call('ZADD', LEASES, NOW + LEASE, token)
+      redis.call('HINCRBY', hkey(host), 'inflight', 1)
+      redis.call('HSET', hkey(host), 'last', NOW)
+      out[#out + 1] = token
+      out[#out + 1] = host
+      out[#out + 1] = blob
+      got = got + 1
+    end
+    schedule(host)
+  end
+end
+local first = redis.call('ZRANGE', READY, 0, 0, 'WITHSCORES')
+if first[2] then out[3] = math.max(0, tonumber(first[2]) - NOW) end
+return out
+"""
+)
+
+# ARGV[5..] tokens. Returns 1 for each lease extended, 0 for each lost or expired.
+RENEW = (
+    _PRELUDE
+    + """
+local out = {}
+for i = 5, #ARGV do
+  local expiry = redis.call('ZSCORE', LEASES, ARGV[i])
+  if expiry and tonumber(expiry) > NOW then
+    redis.call('ZADD', LEASES, 'XX', NOW + LEASE, ARGV[i])
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"""
+)
+
+# ARGV[5] token, ARGV[6] the result, ARGV[7..] new requests as for admit.
+# Returns {"ok", stamp, new flags...}, {"refused", stamp} or {"again", stamp}.
+FINISH = (
+    _PRELUDE
+    + """
+local token = ARGV[5]
+if redis.call('ZSCORE', FINISHED, token) then return {'again', STAMP} end
+local expiry = redis.call('ZSCORE', LEASES, token)
+if not expiry or tonumber(expiry) <= NOW then
+  if expiry then
+    requeue(token)
+    redis.call('HINCRBY', STATS, 'expired', 1)
+  end
+  redis.call('HINCRBY', STATS, 'refused', 1)
+  return {'refused', STAMP}
+end
+local lk = P .. 'lease:' .. token
+local l = redis.call('HMGET', lk, 'host', 'req')
+local new = admit(7)
+local count = 0
+for _, flag in ipairs(new) do count = count + flag end
+redis.call('XADD', P .. 'results', '*', 'token', token, 'host', l[1], 'request', l[2],
+           'result', ARGV[6], 'new', count)
+redis.call('DEL', lk)
+redis.call('ZREM', LEASES, token)
+redis.call('HINCRBY', hkey(l[1]), 'inflight', -1)
+schedule(l[1])
+redis.call('HINCRBY', STATS, 'finished', 1)
+redis.call('ZADD', FINISHED, NOW, token)
+redis.call('ZREMRANGEBYSCORE', FINISHED, '-inf', NOW - KEEP_FINISHED)
+local out = {'ok', STAMP}  -- not unpack(new): Lua's stack takes 8,000 values at most
+for _, flag in ipairs(new) do out[#out + 1] = flag end
+return out
+"""
+)
+
+# ARGV[5] host, ARGV[6] microseconds, ARGV[7] reason: "Crawl-delay" raises the host's
+# delay between hand-outs; anything else (Retry-After) holds the host that long from now.
+HOLD = (
+    _PRELUDE
+    + """
+local host, span, reason = ARGV[5], tonumber(ARGV[6]), ARGV[7]
+local hk = hkey(host)
+if reason == 'Crawl-delay' then
+  if span > (tonumber(redis.call('HGET', hk, 'delay')) or 0) then
+    redis.call('HSET', hk, 'delay', span)
+  end
+elseif NOW + span > (tonumber(redis.call('HGET', hk, 'held')) or 0) then
+  redis.call('HSET', hk, 'held', NOW + span, 'reason', reason)
+end
+if redis.call('ZSCORE', READY, host) then schedule(host) end
+return 1
+"""
+)
+
+REAP = _PRELUDE + "return reap(tonumber(ARGV[5]))\n"
+
+# ARGV[5] host, ARGV[6] worker. {"text", robots.txt} if stored; {"fetch"} if the caller
+# now holds the lock (for one lease time) and must fetch it; {"wait"} if another does.
+ROBOTS = (
+    _PRELUDE
+    + """
+local text = redis.call('HGET', P .. 'robots', ARGV[5])
+if text then return {'text', text} end
+local lock = redis.call('SET', P .. 'robots:' .. ARGV[5], ARGV[6], 'NX',
+                        'PX', math.floor(LEASE / 1000))
+if lock then return {'fetch'} end
+return {'wait'}
+"""
+)
+
+# ARGV[5] host, ARGV[6] robots.txt: stored for every process, the lock released.
+SET_ROBOTS = (
+    _PRELUDE
+    + """
+redis.call('HSET', P .. 'robots', ARGV[5], ARGV[6])
+redis.call('DEL', P .. 'robots:' .. ARGV[5])
+return 1
+"""
+)
+
+# Returns {queued, leased, seen, results, finished, refused, expired}.
+COUNTS = (
+    _PRELUDE
+    + """
+local s = redis.call('HMGET', STATS, 'queued', 'finished', 'refused', 'expired')
+return {tonumber(s[1]) or 0, redis.call('ZCARD', LEASES), redis.call('SCARD', P .. 'seen'),
+        redis.call('XLEN', P .. 'results'), tonumber(s[2]) or 0, tonumber(s[3]) or 0,
+        tonumber(s[4]) or 0}
+"""
+)

@@ -1,0 +1,411 @@
+"""The Redis frontier against a real redis-server (Debian's), one per test.
+
+Each test starts its own server on a free port in a temporary folder, with the
+append-only file on (`appendonly yes`, `appendfsync everysec`); without a redis-server
+binary the tests are skipped. Times are Redis's own (the stamps `lease` and `finish`
+return), so the per-host checks do not depend on how fast the machine is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("redis", reason="the redis extra is not installed")
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from crawler import wire
+from crawler.http import Request
+from crawler.redisfrontier import Lease, RedisFrontier
+
+REDIS = shutil.which("redis-server")
+WORKER = Path(__file__).with_name("redis_worker.py")
+pytestmark = pytest.mark.skipif(
+    REDIS is None, reason="no redis-server (apt-get install redis-server)"
+)
+
+
+class Server:
+    """A redis-server of our own, that a test can kill and start again on its data."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start on the folder's data (its append-only file) and wait for PING."""
+        assert REDIS is not None
+        args = [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder)]
+        args += ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
+        log = (self.folder / "redis.log").open("ab")
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        for _ in range(200):
+            if self._pong():
+                return
+            time.sleep(0.025)
+        raise RuntimeError(f"redis-server did not start: {(self.folder / 'redis.log').read_text()}")
+
+    def _pong(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    srv = Server(tmp_path)
+    srv.start()
+    yield srv
+    srv.kill()
+
+
+@pytest.fixture
+async def client(server: Server) -> AsyncIterator[Redis]:
+    redis = Redis(host="127.0.0.1", port=server.port)
+    yield redis
+    await redis.aclose()
+
+
+def pages(host: str, count: int, **kw: object) -> list[Request]:
+    return [Request(f"http://{host}/p/{i}", **kw) for i in range(count)]  # type: ignore[arg-type]
+
+
+def most_at_once(intervals: list[tuple[int, int]]) -> int:
+    """The most intervals [start, end) that overlap at any moment."""
+    events = sorted([(end, -1) for _, end in intervals] + [(start, 1) for start, _ in intervals])
+    most = now = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    return most
+
+
+async def test_concurrent_admits_of_the_same_urls_admit_each_once(client: Redis) -> None:
+    urls = pages("a.test", 150) + pages("b.test", 150)
+
+    async def admit(n: int) -> list[bool]:
+        frontier = RedisFrontier(client, "c", per_host=4, delay=0)
+        mine = urls[:]
+        random.Random(n).shuffle(mine)
+        return await frontier.admit(mine)
+
+    flags = await asyncio.gather(*(admit(n) for n in range(8)))
+    assert sum(sum(f) for f in flags) == 300
+    counts = await RedisFrontier(client, "c", 4, 0).counts()
+    assert (counts.seen, counts.queued, counts.leased) == (300, 300, 0)
+
+
+async def test_dont_filter_requests_skip_the_seen_set(client: Redis) -> None:
+    frontier = RedisFrontier(client, "c", per_host=4, delay=0)
+    again = Request("http://a.test/x", dont_filter=True)
+    assert await frontier.admit([again, again]) == [True, True]
+    assert await frontier.admit([Request("http://a.test/x")]) == [True]
+    counts = await frontier.counts()
+    assert (counts.seen, counts.queued) == (1, 3)
+
+
+async def test_a_page_with_thousands_of_links_finishes_in_one_step(client: Redis) -> None:
+    frontier = RedisFrontier(client, "c", per_host=1, delay=0)
+    await frontier.admit([Request("http://a.test/")])
+    lease = (await frontier.lease("w", 1)).leases[0]
+    links = pages("b.test", 9000) + pages("b.test", 10)  # the last ten seen already
+    done = await frontier.finish(lease.token, b"", links)
+    assert done.ok and done.new == [True] * 9000 + [False] * 10
+    counts = await frontier.counts()
+    assert (counts.queued, counts.seen, counts.leased) == (9000, 9001, 0)
+
+
+async def test_requests_of_a_host_come_by_priority_then_in_order(client: Redis) -> None:
+    frontier = RedisFrontier(client, "c", per_host=1, delay=0)
+    priorities = [0, 5, 0, -1, 5, 1]
+    await frontier.admit(
+        [Request(f"http://a.test/{i}", priority=p) for i, p in enumerate(priorities)]
+    )
+    order = []
+    for _ in range(10):
+        got = await frontier.lease("w", 5)
+        if not got.leases:
+            break
+        assert len(got.leases) == 1  # PER_HOST=1
+        order.append(got.leases[0].request.url.rsplit("/", 1)[1])
+        assert (await frontier.finish(got.leases[0].token, b"")).ok
+    assert order == ["1", "4", "5", "0", "2", "3"]
+
+
+async def test_workers_never_exceed_per_host_and_finish_every_page_once(client: Redis) -> None:
+    hosts = ("a.test", "b.test", "c.test")
+    seeds = [Request(f"http://{h}/p/0") for h in hosts]
+    await RedisFrontier(client, "c", 2, 0).admit(seeds)
+    spans: dict[str, list[tuple[int, int]]] = defaultdict(list)
+
+    async def worker(name: str) -> None:
+        frontier = RedisFrontier(client, "c", per_host=2, delay=0)
+        for _ in range(500):
+            got = await frontier.lease(name, 3)
+            for lease in got.leases:
+                await asyncio.sleep(random.uniform(0, 0.005))
+                done = await frontier.finish(lease.token, name.encode(), links(lease))
+                assert done.ok
+                spans[lease.host].append((got.stamp, done.stamp))
+            if not got.leases:
+                if await frontier.done():
+                    return
+                await asyncio.sleep(min(got.wait or 0.01, 0.01))
+
+    def links(lease: Lease) -> list[Request]:  # /p/k links to 2k+1, 2k+2 (< 20) and /p/0
+        k = int(lease.request.url.rsplit("/", 1)[1])
+        found = [n for n in (2 * k + 1, 2 * k + 2) if n < 20]
+        return [Request(f"http://{lease.host}/p/{n}") for n in [*found, 0]]
+
+    async with asyncio.timeout(60):
+        await asyncio.gather(*(worker(f"w{i}") for i in range(6)))
+    for host in hosts:
+        assert most_at_once(spans[host]) <= 2
+        assert len(spans[host]) == 20
+    frontier = RedisFrontier(client, "c", 2, 0)
+    results = await frontier.results("collector", "one", count=100)
+    assert len({(r.host, r.request) for r in results}) == len(results) == 60
+    counts = await frontier.counts()
+    assert (counts.finished, counts.refused, counts.queued, counts.leased) == (60, 0, 0, 0)
+    assert await frontier.done()
+
+
+async def test_delay_separates_hand_outs_to_one_host(client: Redis) -> None:
+    await RedisFrontier(client, "c", 4, 0.05).admit(pages("a.test", 5) + pages("b.test", 5))
+    stamps: dict[str, list[int]] = defaultdict(list)
+
+    async def worker(name: str) -> None:
+        frontier = RedisFrontier(client, "c", per_host=4, delay=0.05)
+        for _ in range(500):
+            got = await frontier.lease(name, 4)
+            for lease in got.leases:
+                stamps[lease.host].append(got.stamp)
+                assert (await frontier.finish(lease.token, b"")).ok
+            if not got.leases:
+                if await frontier.done():
+                    return
+                await asyncio.sleep(min(got.wait or 0.01, 0.05))
+
+    async with asyncio.timeout(30):
+        await asyncio.gather(*(worker(f"w{i}") for i in range(4)))
+    for times in stamps.values():
+        times.sort()
+        assert len(times) == 5
+        assert min(b - a for a, b in itertools.pairwise(times)) >= 50_000
+
+
+async def test_crawl_delay_raises_the_delay_of_its_host_only(client: Redis) -> None:
+    frontier = RedisFrontier(client, "c", per_host=4, delay=0)
+    await frontier.admit(pages("a.test", 3) + pages("b.test", 3))
+    await frontier.hold("a.test", 0.08, "Crawl-delay")
+    stamps: dict[str, list[int]] = defaultdict(list)
+    async with asyncio.timeout(30):
+        for _ in range(200):
+            got = await frontier.lease("w", 10)
+            for lease in got.leases:
+                stamps[lease.host].append(got.stamp)
+                await frontier.finish(lease.token, b"")
+            if await frontier.done():
+                break
+            await asyncio.sleep(min(got.wait or 0.01, 0.05))
+    a = sorted(stamps["a.test"])
+    assert len(a) == 3 and min(y - x for x, y in itertools.pairwise(a)) >= 80_000
+    assert len(set(stamps["b.test"])) == 1  # b's three in one hand-out: no delay there
+
+
+async def test_a_held_or_capped_host_does_not_block_another(client: Redis) -> None:
+    frontier = RedisFrontier(client, "c", per_host=1, delay=0)
+    await frontier.admit(pages("a.test", 3) + pages("b.test", 3))
+    await frontier.hold("a.test", 60, "Retry-After")
+    got = await frontier.lease("w", 10)
+    assert [lease.host for lease in got.leases] == ["b.test"]  # a held, b capped at 1
+    assert got.wait is not None and 55 < got.wait <= 60  # the next host due: a, held
+    await frontier.finish(got.leases[0].token, b"")
+    got = await frontier.lease("w", 10)
+    assert [lease.host for lease in got.leases] == ["b.test"]
+    await frontier.finish(got.leases[0].token, b"")
+    await frontier.admit(pages("c.test", 1))
+    got = await frontier.lease("w", 10)  # b's last and c's, not a's
+    assert sorted(lease.host for lease in got.leases) == ["b.test", "c.test"]
+    for lease in got.leases:
+        await frontier.finish(lease.token, b"")
+    got = await frontier.lease("w", 10)
+    assert got.leases == [] and got.wait is not None and 55 < got.wait <= 60
+
+
+async def test_an_expired_lease_is_leased_again_and_the_late_finish_refused(
+    client: Redis,
+) -> None:
+    frontier = RedisFrontier(client, "c", per_host=1, delay=0, lease_seconds=0.3)
+    await frontier.admit([Request("http://a.test/x")])
+    first = (await frontier.lease("slow", 1)).leases[0]
+    second = None
+    for _ in range(100):  # until Redis's clock passes the expiry
+        got = await frontier.lease("fast", 1)
+        if got.leases:
+            second = got.leases[0]
+            break
+        await asyncio.sleep(0.05)
+    assert second is not None and second.request.url == first.request.url
+    assert second.token > first.token
+    assert not (await frontier.finish(first.token, b"late")).ok
+    assert (await frontier.finish(second.token, b"on time")).ok
+    counts = await frontier.counts()
+    assert (counts.refused, counts.expired, counts.finished) == (1, 1, 1)
+    results = await frontier.results("collector", "one")
+    assert [r.result for r in results] == [b"on time"]
+
+
+async def test_a_renewed_lease_is_kept(client: Redis) -> None:
+    frontier = RedisFrontier(client, "c", per_host=1, delay=0, lease_seconds=0.3)
+    await frontier.admit([Request("http://a.test/x")])
+    lease = (await frontier.lease("w", 1)).leases[0]
+    for _ in range(6):  # 0.6 s, twice the lease
+        await asyncio.sleep(0.1)
+        assert await frontier.renew([lease.token]) == [True]
+        assert (await frontier.lease("other", 1)).leases == []
+    assert (await frontier.finish(lease.token, b"")).ok
+    assert (await frontier.counts()).expired == 0
+    assert await frontier.renew([lease.token]) == [False]
+
+
+async def test_results_wait_for_the_collector_and_a_backlog_stops_leasing(client: Redis) -> None:
+    frontier = RedisFrontier(client, "c", per_host=1, delay=0, max_results=3)
+    await frontier.admit([Request(f"http://h{i}.test/") for i in range(5)])
+    got = await frontier.lease("w", 3)
+    for lease in got.leases:
+        await frontier.finish(lease.token, lease.host.encode())
+    blocked = await frontier.lease("w", 3)
+    assert (blocked.leases, blocked.reason) == ([], "backlog")
+    two = await frontier.results("collector", "one", count=2)
+    assert len(two) == 2
+    again = await frontier.results("collector", "one", again=True)
+    assert [r.id for r in again] == [r.id for r in two]  # given, not acknowledged
+    await frontier.ack("collector", [r.id for r in two])
+    rest = await frontier.results("collector", "one", count=10, block_ms=100)
+    assert len(rest) == 1
+    assert sorted(r.result for r in two + rest) == sorted(x.host.encode() for x in got.leases)
+    assert wire.decode(rest[0].request, rest[0].host).url == f"http://{rest[0].host}/"
+    last = await frontier.lease("w", 3)  # one result waits: below the bound
+    assert len(last.leases) == 2
+    for lease in last.leases:
+        await frontier.finish(lease.token, b"")
+    assert (await frontier.lease("w", 3)).reason == "backlog"
+    await frontier.ack("collector", [r.id for r in rest])
+    assert (await frontier.lease("w", 3)).reason == ""
+    assert await frontier.done()
+
+
+async def test_state_survives_a_redis_restart_from_its_append_only_file(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The client's own retries off: the frontier's are the ones under test.
+    client = Redis(host="127.0.0.1", port=server.port, retry=Retry(NoBackoff(), 0))
+    frontier = RedisFrontier(client, "c", per_host=2, delay=0, lease_seconds=60)
+    await frontier.admit(pages("a.test", 10))
+    held = (await frontier.lease("w", 2)).leases
+    await frontier.finish(held[0].token, b"one")
+    before = await frontier.counts()
+    server.kill()
+
+    async def restart() -> None:
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(server.start)
+
+    with caplog.at_level(logging.WARNING, logger="crawler.redisfrontier"):
+        async with asyncio.timeout(30):
+            after, _ = await asyncio.gather(frontier.counts(), restart())
+    assert after == before
+    assert sum("unreachable" in r.message for r in caplog.records) == 1
+    assert (await frontier.finish(held[1].token, b"two")).ok  # the lease outlived the restart
+    assert (await frontier.finish(held[0].token, b"one")).again  # and the finished mark
+    assert len(await frontier.results("collector", "one")) == 2
+    await client.aclose()
+
+
+async def test_crawl_ids_are_isolated_and_every_key_carries_its_tag(client: Redis) -> None:
+    one = RedisFrontier(client, "one", per_host=2, delay=0)
+    two = RedisFrontier(client, "two", per_host=2, delay=0)
+    assert await one.admit(pages("a.test", 3)) == [True] * 3
+    assert await two.admit(pages("a.test", 3)) == [True] * 3
+    lease = (await one.lease("w", 1)).leases[0]
+    await one.finish(lease.token, b"", pages("b.test", 1))
+    assert (await two.counts()).queued == 3
+    assert (await one.counts()).queued == 3
+    keys = [key.decode() for key in await client.keys("*")]
+    assert keys and all(k.startswith(("crawl:{one}:", "crawl:{two}:")) for k in keys)
+
+
+async def test_robots_txt_is_fetched_by_one_process_and_read_by_all(client: Redis) -> None:
+    frontier = RedisFrontier(client, "c", per_host=2, delay=0)
+    claims = await asyncio.gather(*(frontier.robots("a.test", f"w{i}") for i in range(6)))
+    assert sum(claim.fetch for claim in claims) == 1
+    assert all(claim.text is None for claim in claims)
+    await frontier.set_robots("a.test", "User-agent: *\nDisallow: /private")
+    again = await asyncio.gather(*(frontier.robots("a.test", f"w{i}") for i in range(6)))
+    assert {claim.text for claim in again} == {"User-agent: *\nDisallow: /private"}
+
+
+def _worker(server: Server, name: str, *extra: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    args = [sys.executable, str(WORKER), str(server.port), "procs", name, "2", "1.0", *extra]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
+
+
+async def test_worker_processes_share_the_limits_and_a_killed_one_loses_nothing(
+    server: Server, client: Redis
+) -> None:
+    hosts = ("a.test", "b.test", "c.test")
+    frontier = RedisFrontier(client, "procs", per_host=2, delay=0)
+    await frontier.admit([r for h in hosts for r in pages(h, 15)])
+    stalled = _worker(server, "stalled", "stall")
+    assert stalled.stdout is not None
+    line = await asyncio.wait_for(asyncio.to_thread(stalled.stdout.readline), 30)
+    taken = json.loads(line)["leased"]
+    assert len(taken) == 2
+    stalled.send_signal(signal.SIGKILL)
+    stalled.wait(10)
+    workers = [_worker(server, f"w{i}") for i in range(3)]
+    outputs = [await asyncio.to_thread(w.communicate, timeout=90) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0, 0]
+    lines = [json.loads(text) for out, _ in outputs for text in out.splitlines()]
+    assert all(line["ok"] for line in lines)
+    assert sorted(line["url"] for line in lines) == sorted(
+        r.url for h in hosts for r in pages(h, 15)
+    )
+    assert set(taken) <= {line["url"] for line in lines}  # leased again after the kill
+    for host in hosts:
+        assert most_at_once([(x["start"], x["end"]) for x in lines if x["host"] == host]) <= 2
+    counts = await frontier.counts()
+    assert (counts.finished, counts.expired, counts.queued, counts.leased) == (45, 2, 0, 0)

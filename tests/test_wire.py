@@ -1,0 +1,65 @@
+"""Requests as the Redis frontier stores them (compact, decoded to what was encoded); the
+default crawl never imports the Redis frontier."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from crawler import wire
+from crawler.http import Callback, Request
+
+
+class Spider:
+    def parse(self) -> None: ...
+
+    def failed(self) -> None: ...
+
+
+SPIDER = Spider()
+
+
+def resolve(name: str | None) -> Callback | None:
+    return None if name is None else getattr(SPIDER, name)  # type: ignore[no-any-return]
+
+
+def test_a_typical_link_is_its_path_and_a_few_bytes() -> None:
+    request = Request("http://a.test/shop/item-7?page=2", SPIDER.parse, depth=2)
+    blob = wire.encode(request, "a.test")
+    assert blob == b'["/shop/item-7?page=2","parse",2]'
+    assert wire.decode(blob, "a.test", resolve) == request
+
+
+def test_every_field_survives_the_round_trip() -> None:
+    request = Request(
+        "https://b.test:8443/form", SPIDER.parse, "POST", {"X-Token": "t"}, b"\x00\xffbody",
+        {"cookiejar": 1, "nested": {"k": [1, 2]}}, -3, True, SPIDER.failed, 4, 2,
+    )  # fmt: skip
+    blob = wire.encode(request, "b.test:8443")
+    assert blob.startswith(b'["~/form"')
+    assert wire.decode(blob, "b.test:8443", resolve) == request
+
+
+def test_a_url_not_of_the_queue_host_is_kept_whole() -> None:
+    for url, host in [
+        ("http://A.test/x", "a.test"),  # not yet lower-cased
+        ("http://a.test.evil/x", "a.test"),
+        ("http://a.test:8080/x", "a.test"),
+    ]:
+        blob = wire.encode(Request(url), host)
+        assert wire.decode(blob, host).url == url
+
+
+def test_without_a_resolver_callbacks_are_left_out() -> None:
+    blob = wire.encode(Request("http://a.test/", SPIDER.parse), "a.test")
+    assert wire.decode(blob, "a.test").callback is None
+    assert wire.decode(blob, "a.test").url == "http://a.test/"
+
+
+def test_the_default_crawl_path_does_not_import_redis() -> None:
+    code = (
+        "import sys, crawler.cli, crawler.engine, crawler.frontier;"
+        "print(sorted(m for m in sys.modules if m == 'redis' or 'redisfrontier' in m))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
