@@ -30,7 +30,9 @@ from aiohttp.test_utils import TestServer
 from run import write_results
 
 from crawler.dashboard.app import make_app
-from crawler.storage.sqlite import DONE, FAILED, QUEUED, SKIPPED, Store, time_bucket
+from crawler.storage.recording import time_bucket
+from crawler.storage.sqlite import Store
+from crawler.storage.states import DONE, FAILED, QUEUED, SKIPPED
 
 HOSTS = 200
 ERRORS = ("500", "404", "TimeoutError", "ClientConnectorError", "ValueError in parse")

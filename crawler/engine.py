@@ -18,17 +18,16 @@ import logging
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import AsyncExitStack, closing, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from crawler.cookies import Jars
 from crawler.errors import FetchError, SpiderError, UsageError
-from crawler.fetcher import Fetcher, backoff
+from crawler.fetcher import Fetcher
+from crawler.fetchstep import Fetched, FetchStep
 from crawler.frontier import Frontier
 from crawler.hooks import (
     Crawl,
-    HookError,
     Middlewares,
     Pipelines,
     call_each,
@@ -59,21 +58,6 @@ STOP_GRACE = 3.0  # seconds in-flight fetches get to finish after the first Ctrl
 GC_YOUNG = 50_000  # net container allocations between two young collections, during a crawl
 LIVE_EVERY = 2.0  # seconds between two writes of the live per-host state (crawler serve)
 LIVE_HOSTS = 1000  # hosts at most in that state, the busiest
-
-
-@dataclass(slots=True)
-class _Fetched:
-    request: Request
-    outcome: Response | FetchError | str  # str: not fetched on purpose, and why
-    attempts: int = 1
-    elapsed: float | None = None  # seconds fetcher.fetch took
-
-    @property
-    def size(self) -> int:
-        """The bytes of the body it holds."""
-        outcome = self.outcome
-        response = outcome.response if isinstance(outcome, FetchError) else outcome
-        return len(response.body) if isinstance(response, Response) else 0
 
 
 class _Budget:
@@ -113,7 +97,7 @@ async def crawl(
     ).run()
 
 
-def _note_fetch(result: PageResult, fetched: _Fetched) -> None:
+def _note_fetch(result: PageResult, fetched: Fetched) -> None:
     """What the dashboard shows of a fetch: its duration, headers and error message."""
     outcome = fetched.outcome
     result.elapsed = fetched.elapsed
@@ -183,7 +167,7 @@ class Engine:
         self.parser = Parser(spider, self.pipelines)
         # A deeper buffer than one page per worker keeps the parse stage from running dry:
         # at 4 x CONCURRENCY pages the bench crawl takes 0.91x the CPU of 1 x (RESULTS.md).
-        self._fetched: asyncio.Queue[_Fetched | None] = asyncio.Queue(
+        self._fetched: asyncio.Queue[Fetched | None] = asyncio.Queue(
             FETCHED_PAGES * self.settings.concurrency
         )
         self._bodies = _Budget(FETCHED_BYTES)  # bytes of the bodies in _fetched
@@ -193,7 +177,7 @@ class Engine:
         self._stopping = False
         self._fetcher: Fetcher | None = None
         self._started = time.monotonic()
-        self._retried = 0  # fetches again that middleware asked for
+        self._step: FetchStep | None = None
         # The sessions' cookies: each page's saved with its commit, loaded on resume.
         self.jars = Jars(record=True) if self.settings.cookies else None
 
@@ -216,6 +200,9 @@ class Engine:
             robots = (
                 Robots(fetcher.fetch, self.settings.user_agent) if self.settings.robots else None
             )
+            step = self._step = FetchStep(
+                fetcher, robots, self.middlewares, self.frontier.learned, self.settings.retries
+            )
             await self._prepare(start)
             hooks = [*self.pipelines.objects, *self.middlewares.objects]
             await call_each([self.spider.opened, *lifecycle(hooks, "open")], self.crawl)
@@ -226,7 +213,7 @@ class Engine:
                     tg.create_task(self._parse_loop(), name="parse")
                     tg.create_task(self._refill_loop(), name="refill")
                     self._fetch_tasks = [
-                        tg.create_task(self._fetch_loop(fetcher, robots), name=f"fetch-{i}")
+                        tg.create_task(self._fetch_loop(step), name=f"fetch-{i}")
                         for i in range(self.settings.concurrency)
                     ]
                     tg.create_task(self._live_loop(fetched_all), name="live")
@@ -352,80 +339,16 @@ class Engine:
             request.cookies = row.cookies
         return request
 
-    async def _fetch_loop(self, fetcher: Fetcher, robots: Robots | None) -> None:
+    async def _fetch_loop(self, step: FetchStep) -> None:
         while (request := await self.frontier.get()) is not None:
             network = True
             try:
-                fetched = await self._fetch(fetcher, robots, request)
+                fetched = await step.run(request)
                 network = fetched.attempts > 0  # 0: from the cache, or not fetched at all
             finally:
                 self.frontier.release(request, network=network)
             await self._bodies.take(fetched.size)
             await self._fetched.put(fetched)
-
-    async def _fetch(self, fetcher: Fetcher, robots: Robots | None, request: Request) -> _Fetched:
-        middlewares = self.middlewares
-        if middlewares.process_request:
-            try:
-                changed = await middlewares.request(request)
-            except HookError as exc:
-                return _broken(request, exc, 0)
-            if isinstance(changed, str):
-                return _Fetched(request, changed, attempts=0)
-            same = _in_place(request, changed, "process_request")
-            if isinstance(same, FetchError):
-                return _Fetched(request, same, attempts=0)
-            request = same
-        if robots is not None:
-            allowed = await robots.allowed(request.url)
-            self.frontier.learned(request.url, await robots.crawl_delay(request.url))
-            if not allowed:
-                return _Fetched(request, "forbidden by robots.txt", attempts=0)
-        fetched = await self._download(fetcher, request)
-        if middlewares.process_response or middlewares.process_error:
-            fetched = await self._after(fetcher, fetched)
-        return fetched
-
-    async def _after(self, fetcher: Fetcher, fetched: _Fetched) -> _Fetched:
-        """The middleware's word on a fetched page: keep it (changed or not), drop it,
-        recover a failure, or fetch a request in its place (at most RETRIES times a page)."""
-        middlewares, tries, again_left = self.middlewares, fetched.attempts, self.settings.retries
-        while True:
-            request = fetched.request
-            outcome: Response | Request | FetchError | str = fetched.outcome
-            try:
-                label = ""
-                if isinstance(outcome, FetchError) and middlewares.process_error:
-                    recovered, label = await middlewares.error(request, outcome)
-                    if recovered is None:
-                        return fetched
-                    outcome = recovered
-                if isinstance(outcome, Response) and middlewares.process_response:
-                    outcome, label = await middlewares.response(request, outcome)
-            except HookError as exc:
-                return _broken(request, exc, tries)
-            if not isinstance(outcome, Request):
-                return _Fetched(request, outcome, tries)
-            again = _in_place(request, outcome, label)
-            if isinstance(again, FetchError):
-                return _Fetched(request, again, tries)
-            if again_left == 0:
-                reason = f"retries exhausted by {label}"
-                return _Fetched(request, FetchError(request, reason, attempts=tries), tries)
-            again_left -= 1
-            self._retried += 1
-            await asyncio.sleep(backoff(tries))
-            fetched = await self._download(fetcher, again)
-            tries += max(1, fetched.attempts)  # a cached answer counts too: the loop ends
-            fetched.attempts = tries
-
-    async def _download(self, fetcher: Fetcher, request: Request) -> _Fetched:
-        began = time.monotonic()
-        try:
-            response, attempts = await fetcher.fetch(request)
-        except FetchError as exc:
-            return _Fetched(request, exc, exc.attempts, time.monotonic() - began)
-        return _Fetched(request, response, attempts, time.monotonic() - began)
 
     async def _parse_loop(self) -> None:
         while (fetched := await self._fetched.get()) is not None:
@@ -522,7 +445,7 @@ class Engine:
 
     def snapshot(self) -> Snapshot:
         """The crawl's counters now, for the progress display."""
-        stats, fetcher = self.stats, self._fetcher
+        stats, fetcher, step = self.stats, self._fetcher, self._step
         return Snapshot(
             elapsed=time.monotonic() - self._started,
             pages_done=stats.pages_done,
@@ -533,23 +456,8 @@ class Engine:
             in_flight=self.frontier.outstanding,
             items=stats.items,
             bytes=fetcher.bytes if fetcher is not None else 0,
-            retries=self._retried + (fetcher.retries if fetcher is not None else 0),
+            retries=(step.retried if step is not None else 0)
+            + (fetcher.retries if fetcher is not None else 0),
             max_pages=self.settings.max_pages,
             hosts=tuple(HostState(*host) for host in self.frontier.busiest(8)),
         )
-
-
-def _in_place(original: Request, again: Request, label: str) -> Request | FetchError:
-    """The request a middleware returned, fetched as the same page: same row, fingerprint
-    and depth, and the same host (its per-host slot is the one held)."""
-    if host_of(again.url) != host_of(original.url) or check_url(again.url):
-        return FetchError(original, f"{label} returned a request for another host")
-    if again.key == original.key and again.fp == original.fp and again.depth == original.depth:
-        return again
-    return again.replace(key=original.key, fp=original.fp, depth=original.depth)
-
-
-def _broken(request: Request, exc: HookError, attempts: int) -> _Fetched:
-    """A middleware raised: the page fails with its kind (`ValueError in Sign.process_request`)."""
-    log.warning("%s on %s", exc, request.url, exc_info=exc.__cause__)
-    return _Fetched(request, FetchError(request, exc.kind, attempts=attempts), attempts)

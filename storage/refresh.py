@@ -29,7 +29,8 @@ from typing import Any
 import aiosqlite
 
 from crawler.http import PageResult
-from crawler.storage.sqlite import DONE, FAILED, QUEUED, SKIPPED, StoredRequest
+from crawler.storage.sqlite import StoredRequest
+from crawler.storage.states import DONE, FAILED, QUEUED, SKIPPED
 
 NONE, REFRESH_QUEUED, NOT_MODIFIED, REPLACED, KEPT = 0, 1, 2, 3, 4
 _CONDITIONS = frozenset({"if-none-match", "if-modified-since"})

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -32,20 +31,12 @@ from crawler.cookies import CookieRow
 from crawler.errors import UsageError
 from crawler.http import PageResult, Request
 from crawler.stats import Stats
-from crawler.urls import host_of
+from crawler.storage.recording import PageStats, add_schema, header_block, write_live
+from crawler.storage.states import COUNTED_AS, DONE, FAILED, REDIRECTED, SKIPPED
 
 if TYPE_CHECKING:
     from crawler.storage.refresh import Refreshed
 
-QUEUED, DONE, FAILED, SKIPPED, REDIRECTED = 0, 1, 2, 3, 4
-# Where Summary and Stats count the pages in each state.
-_COUNTED_AS = {
-    QUEUED: "pages_queued",
-    DONE: "pages_done",
-    FAILED: "pages_failed",
-    SKIPPED: "pages_skipped",
-    REDIRECTED: "pages_redirected",
-}
 SCHEMA_VERSION = "1"
 
 _SCHEMA = """
@@ -110,79 +101,6 @@ _ADDED_COLUMNS = [
     ("requests", "last_modified", "TEXT"),
     ("requests", "refresh", "INTEGER NOT NULL DEFAULT 0"),
 ]
-
-# Added for the dashboard (crawler serve). Every write is O(1) per page, never per link:
-# the partial indexes gain an entry only when a page finishes or fails.
-_PAGE_COLUMNS = {
-    "elapsed": "REAL",  # seconds the fetch took, retries included
-    "response_headers": "TEXT",  # one `Name: value` line each (header_block)
-    "error_text": "TEXT",  # the last error's message
-    "links_from": "INTEGER",  # the keys of the requests the page queued lie in
-    "links_to": "INTEGER",  # [links_from, links_to]
-}
-_DASHBOARD_SCHEMA = """
-CREATE INDEX IF NOT EXISTS requests_errors ON requests (error, id) WHERE error IS NOT NULL;
-CREATE INDEX IF NOT EXISTS items_page ON items (page);
-CREATE TABLE IF NOT EXISTS minutes (
-    minute INTEGER PRIMARY KEY,
-    pages INTEGER NOT NULL, failed INTEGER NOT NULL, skipped INTEGER NOT NULL,
-    items INTEGER NOT NULL, bytes INTEGER NOT NULL, retries INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS hosts (
-    host TEXT PRIMARY KEY,
-    done INTEGER NOT NULL, failed INTEGER NOT NULL, skipped INTEGER NOT NULL,
-    bytes INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS host_times (
-    host TEXT NOT NULL, bucket INTEGER NOT NULL, count INTEGER NOT NULL,
-    PRIMARY KEY (host, bucket)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS live (
-    host TEXT PRIMARY KEY, waiting INTEGER NOT NULL, in_flight INTEGER NOT NULL,
-    state TEXT NOT NULL
-);
-"""
-# A fresh table over pages stored before it existed: filled once, from the requests.
-_HOST_SQL = (
-    "lower(substr(substr(url, instr(url, '://') + 3), 1,"
-    " instr(substr(url, instr(url, '://') + 3) || '/', '/') - 1))"
-)
-_BACKFILL = {
-    "minutes": f"""
-INSERT INTO minutes SELECT CAST(finished_at / 60 AS INTEGER),
-    COUNT(*) FILTER (WHERE state = {DONE}), COUNT(*) FILTER (WHERE state = {FAILED}),
-    COUNT(*) FILTER (WHERE state = {SKIPPED}), 0, COALESCE(SUM(size), 0),
-    COALESCE(SUM(MAX(attempts - 1, 0)), 0)
-FROM requests WHERE state != 0 GROUP BY 1;
-UPDATE minutes SET items = items + (SELECT COUNT(*) FROM items)
-WHERE minute = (SELECT MAX(minute) FROM minutes);
-""",
-    "hosts": f"""
-INSERT INTO hosts SELECT {_HOST_SQL},
-    COUNT(*) FILTER (WHERE state = {DONE}), COUNT(*) FILTER (WHERE state = {FAILED}),
-    COUNT(*) FILTER (WHERE state = {SKIPPED}), COALESCE(SUM(size), 0)
-FROM requests WHERE state != 0 GROUP BY 1;
-""",
-}
-_COUNT_MINUTE = """
-INSERT INTO minutes (minute, pages, failed, skipped, items, bytes, retries)
-VALUES (?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (minute) DO UPDATE SET pages = pages + excluded.pages,
-    failed = failed + excluded.failed, skipped = skipped + excluded.skipped,
-    items = items + excluded.items, bytes = bytes + excluded.bytes,
-    retries = retries + excluded.retries
-"""
-_COUNT_HOST = """
-INSERT INTO hosts (host, done, failed, skipped, bytes) VALUES (?, ?, ?, ?, ?)
-ON CONFLICT (host) DO UPDATE SET done = done + excluded.done,
-    failed = failed + excluded.failed, skipped = skipped + excluded.skipped,
-    bytes = bytes + excluded.bytes
-"""
-_COUNT_TIME = """
-INSERT INTO host_times (host, bucket, count) VALUES (?, ?, ?)
-ON CONFLICT (host, bucket) DO UPDATE SET count = count + excluded.count
-"""
-TIME_BUCKETS = 8  # response-time histogram buckets per doubling (each ~9% wide)
 
 _INSERT_REQUEST = """
 INSERT OR IGNORE INTO requests (id, fp, url, method, headers, body, meta, callback, errback,
@@ -313,7 +231,7 @@ class Store:
             await self._db.executescript(_SCHEMA)
             await self._upgrade()
             await self._claim()
-            await self._add_dashboard_schema()
+            await add_schema(self._db)
         except BaseException:
             await self._db.close()
             raise
@@ -368,50 +286,12 @@ class Store:
                 f"use another --db, or delete the file to start fresh"
             )
 
-    async def _add_dashboard_schema(self) -> None:
-        """The columns, tables and indexes the dashboard reads; a database made before
-        them gets them here, its existing pages counted once into the new tables."""
-        db = self.db
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            columns = {row[1] for row in await db.execute_fetchall("PRAGMA table_info(requests)")}
-            for name, kind in _PAGE_COLUMNS.items():
-                if name not in columns:
-                    await db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
-            tables = {
-                str(row[0]) for row in await db.execute_fetchall("SELECT name FROM sqlite_master")
-            }
-            for statement in _DASHBOARD_SCHEMA.split(";"):
-                if statement.strip():
-                    await db.execute(statement)
-            for table, backfill in _BACKFILL.items():
-                if table not in tables:
-                    for statement in backfill.split(";"):
-                        if statement.strip():
-                            await db.execute(statement)
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.rollback()
-            raise
-
     async def record_live(
         self, hosts: Sequence[tuple[str, int, int, str]], facts: dict[str, str]
     ) -> None:
-        """Replace the live per-host state (host, waiting, in flight, state) and set some
-        `crawl` keys (run state, heartbeat); one short transaction."""
-        async with self._lock:
-            db = self.db
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                await db.execute("DELETE FROM live")
-                await db.executemany("INSERT INTO live VALUES (?, ?, ?, ?)", hosts)
-                await db.executemany(
-                    "INSERT OR REPLACE INTO crawl (key, value) VALUES (?, ?)", facts.items()
-                )
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.rollback()
-                raise
+        """The frontier's live per-host state and the run's facts, for the dashboard."""
+        async with self._lock:  # the commits share the connection
+            await write_live(self.db, hosts, facts)
 
     async def load(self) -> Loaded:
         """Where the stored crawl stands: its next free key, pages started, requests queued."""
@@ -427,7 +307,7 @@ class Store:
         for state, count in await self.db.execute_fetchall(
             "SELECT state, COUNT(*) FROM requests WHERE state != 0 GROUP BY state"
         ):
-            setattr(stats, _COUNTED_AS[state], count)
+            setattr(stats, COUNTED_AS[state], count)
         ((stats.items,),) = await self.db.execute_fetchall("SELECT COUNT(*) FROM items")
         for reason, count in await self.db.execute_fetchall(
             "SELECT reason, count FROM items_dropped"
@@ -470,7 +350,7 @@ class Store:
         """One transaction: every page's items, its new requests, and its done-mark;
         the keys of the requests that were new (the others were seen before)."""
         now = time.time()
-        batch = _Batch(now, stats=_PageStats(now))
+        batch = _Batch(now, stats=PageStats(now))
         if self.refreshing:  # some pages of this batch may be refreshes
             from crawler.storage.refresh import Refreshed
 
@@ -576,7 +456,7 @@ class _Batch:
     dropped_items: Counter[str] = field(default_factory=Counter)
     hops: list[int] = field(default_factory=list)  # keys of the redirects' next hops
     cookie_rows: list[CookieRow] = field(default_factory=list)
-    stats: _PageStats | None = None  # the dashboard's counts
+    stats: PageStats | None = None  # the dashboard's counts
     refreshed: Refreshed | None = None  # what a re-crawl's pages do beyond the usual
 
     def add(self, page: PageResult, request_rows: Iterable[RequestRow]) -> None:
@@ -612,51 +492,6 @@ class _Batch:
         ))  # fmt: skip
 
 
-class _PageStats:
-    """A batch's rows for the dashboard's tables: a few per page, none per link."""
-
-    def __init__(self, now: float) -> None:
-        self.minute = int(now // 60)
-        self.totals = [0, 0, 0, 0, 0, 0]  # pages, failed, skipped, items, bytes, retries
-        self.hosts: dict[str, list[int]] = {}  # host -> done, failed, skipped, bytes
-        self.times: Counter[tuple[str, int]] = Counter()
-
-    def add(self, page: PageResult, state: int) -> None:
-        """Count one page, stored in `state`."""
-        host = host_of(page.request.url)
-        counts = self.hosts.get(host)
-        if counts is None:
-            counts = self.hosts[host] = [0, 0, 0, 0]
-        if state != REDIRECTED:  # done, failed, skipped: 1, 2, 3
-            counts[state - 1] += 1
-        counts[3] += page.size
-        totals = self.totals
-        totals[0] += state == DONE
-        totals[1] += state == FAILED
-        totals[2] += state == SKIPPED
-        totals[3] += len(page.items)
-        totals[4] += page.size
-        totals[5] += max(page.attempts - 1, 0)
-        if page.elapsed is not None:
-            self.times[host, time_bucket(page.elapsed)] += 1
-
-    async def write(self, db: aiosqlite.Connection) -> None:
-        """Upsert the counts: one row for the minute, one per host and time bucket."""
-        await db.execute(_COUNT_MINUTE, (self.minute, *self.totals))
-        await db.executemany(_COUNT_HOST, [(host, *c) for host, c in self.hosts.items()])
-        await db.executemany(_COUNT_TIME, [(h, b, n) for (h, b), n in self.times.items()])
-
-
-def time_bucket(seconds: float) -> int:
-    """The histogram bucket of a response time: TIME_BUCKETS per doubling from 1 ms."""
-    return max(0, math.ceil(math.log2(max(seconds, 0.001) * 1000) * TIME_BUCKETS))
-
-
-def bucket_seconds(bucket: int) -> float:
-    """The upper bound of a histogram bucket, in seconds."""
-    return float(2 ** (bucket / TIME_BUCKETS) / 1000)
-
-
 def _cookies(cookies: Any) -> Any:
     """Request.cookies as JSON takes them: a dict, or Scrapy's list of dicts."""
     return [dict(c) for c in cookies] if isinstance(cookies, list) else dict(cookies)
@@ -668,20 +503,6 @@ def _name(callback: Any) -> str | None:
 
 # One encoder for every row: json.dumps with arguments builds a new one per call.
 _dumps = json.JSONEncoder(ensure_ascii=False, default=str).encode
-
-
-def header_block(headers: Mapping[str, str]) -> str:
-    """A response's headers as stored: one `Name: value` line each, repeats kept."""
-    return "\r\n".join([f"{name}: {value}" for name, value in headers.items()])
-
-
-def header_pairs(block: str) -> list[tuple[str, str]]:
-    """The (name, value) pairs of a stored header block."""
-    pairs = []
-    for line in block.split("\r\n"):
-        name, _, value = line.partition(": ")
-        pairs.append((name, value))
-    return pairs
 
 
 def _loads(text: str | None) -> Any:
@@ -740,7 +561,7 @@ def read_summary(db: sqlite3.Connection) -> Summary:
     ):
         summary.retries += retries
         summary.bytes += size
-        setattr(summary, _COUNTED_AS[state], count)
+        setattr(summary, COUNTED_AS[state], count)
     summary.items = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
     summary.errors = dict(
         db.execute(

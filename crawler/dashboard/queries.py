@@ -17,16 +17,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from crawler.storage.sqlite import (
-    DONE,
-    FAILED,
-    QUEUED,
-    REDIRECTED,
-    SKIPPED,
-    bucket_seconds,
-    header_pairs,
-    read_summary,
-)
+from crawler.storage.recording import bucket_seconds, header_pairs
+from crawler.storage.sqlite import read_summary
+from crawler.storage.states import DONE, FAILED, QUEUED, REDIRECTED, SKIPPED
 
 LIVE_STALE = 15.0  # seconds without a heartbeat after which a "running" crawl is not
 RATE_WINDOW = 5  # minutes of the recent pages/s behind the ETA
