@@ -102,6 +102,7 @@ class _Host:
     last_start: float = 0.0
     previous_hold: float = 0.0
     hold_reason: str = "DELAY"
+    delay_reason: str = "DELAY"  # what sets `delay`: DELAY, Crawl-delay or AUTOTHROTTLE
 
 
 @dataclass(slots=True)
@@ -339,7 +340,8 @@ class Frontier:
         state.floor = max(state.floor, crawl_delay)
         if crawl_delay > state.delay:
             state.delay = crawl_delay
-            self._hold(host, state, state.last_start + crawl_delay)
+            state.delay_reason = "Crawl-delay"
+            self._hold(host, state, state.last_start + crawl_delay, "Crawl-delay")
         self._mark_ready(host, state)
         self._dispatch()
 
@@ -353,12 +355,14 @@ class Frontier:
         before = state.delay
         state.delay = self._throttle.delay(before, state.floor, latency, status)
         if state.delay != before:
+            floor = "Crawl-delay" if state.floor > self._delay else "DELAY"
+            state.delay_reason = "AUTOTHROTTLE" if state.delay > state.floor else floor
             log.debug(
                 "AUTOTHROTTLE %s: delay %.3f s -> %.3f s (%d in %.3f s)",
                 host, before, state.delay, status, latency,
             )  # fmt: skip
             if state.delay > before and state.last_start:
-                self._hold(host, state, state.last_start + state.delay)
+                self._hold(host, state, state.last_start + state.delay, state.delay_reason)
         if not state.known and not self._probe_hosts:  # robots.txt's answer waits for `learned`
             state.known = True
             self._mark_ready(host, state)
@@ -456,7 +460,7 @@ class Frontier:
             state.last_start = now = time.monotonic()
             state.previous_hold = state.held_until
             if state.delay:
-                self._hold(host, state, now + state.delay)
+                self._hold(host, state, now + state.delay, state.delay_reason)
             self._mark_ready(host, state)
             self._queue.put_nowait(request)
         if self._outstanding == 0 and (

@@ -45,6 +45,8 @@ _STATE_STYLES = {
     "fetching": "green",
     "capped": "yellow",
     "held by DELAY": "cyan",
+    "held by Crawl-delay": "cyan",
+    "held by AUTOTHROTTLE": "cyan",
     "held by Retry-After": "magenta",
     "waiting": "dim",
 }

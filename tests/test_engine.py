@@ -18,6 +18,7 @@ from crawler import Request, Response, Spider, frontier
 from crawler.engine import _Budget, crawl
 from crawler.errors import FetchError
 from crawler.http import MAX_REDIRECTS, redirect_request
+from crawler.settings import Settings
 from crawler.urls import fingerprint
 from graph_spider import GraphSpider
 
@@ -532,3 +533,17 @@ async def test_a_budget_lets_one_taker_at_a_time_past_its_limit() -> None:
     budget.give(12)
     await asyncio.gather(*tasks)
     assert sorted(taken) == list(range(6)) and budget.used == 8
+
+
+async def test_a_host_held_by_its_crawl_delay_says_so() -> None:
+    settings = Settings.build({"DELAY": 0.5, "ROBOTS": True})
+    front = frontier.Frontier(settings)
+    front.restore(1, 0, 0)
+    admitted = front.admit([Request("http://127.0.0.9/a"), Request("http://127.0.0.9/b")], None)
+    front.push(admitted.accepted, admitted.accepted[-1].key)
+    first = await front.get()
+    assert first is not None
+    front.learned(first.url, 30.0)  # robots.txt asks for more than DELAY
+    front.release(first)
+    assert [state for *_, state, _delay in front.busiest(1)] == ["held by Crawl-delay"]
+    front.stop()
