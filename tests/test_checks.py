@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
+from crawl_cli import crawler
 from crawler import Request, Response, Spider
 from crawler.checks import Check, check, declared_checks
 from crawler.settings import Settings
@@ -253,17 +253,6 @@ async def test_the_quotes_checks_fail_on_the_wrong_site(list_site: ListSite) -> 
 
 
 # the command, as a user runs it
-
-
-async def crawler(*args: str) -> tuple[int, str, str]:
-    """Run `crawler ARGS` as a subprocess without blocking the test's server."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "crawler", *args, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_crawler_check_passes_on_the_saved_sites_and_fails_on_a_wrong_one(

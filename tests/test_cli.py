@@ -16,16 +16,10 @@ from pathlib import Path
 import pytest
 
 from conftest import HOSTS, PAGES_PER_HOST, Site
+from crawl_cli import count_items, run, wait_for_items
 
 SPIDER = Path(__file__).with_name("graph_spider.py")
 ALL_PAGES = len(HOSTS) * PAGES_PER_HOST
-
-
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "crawler", *args],
-        capture_output=True, text=True, timeout=120, cwd=cwd, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
 
 
 async def start_crawl(db: Path, *settings: str) -> asyncio.subprocess.Process:
@@ -37,24 +31,6 @@ async def start_crawl(db: Path, *settings: str) -> asyncio.subprocess.Process:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         stdin=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
-
-
-def count_items(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM items").fetchone()[0])
-    except sqlite3.OperationalError:  # the crawl has not made its tables yet
-        return 0
-
-
-async def wait_for_items(db: Path, at_least: int, proc: asyncio.subprocess.Process) -> None:
-    for _ in range(600):  # 30 s at most
-        if count_items(db) >= at_least or proc.returncode is not None:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the crawl did not store {at_least} items in 30 s")
 
 
 def assert_each_page_stored_once(db: Path, site: Site) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from browser import ARTEFACTS, browser, counts_of, number, served, status_of
 from conftest import HOSTS, PAGES_PER_HOST, Site
+from crawl_cli import run
 from crawler.dashboard import queries
 from crawler.engine import crawl
 from crawler.storage.sqlite import Store
@@ -24,13 +24,6 @@ from dashboard_spider import DashboardSpider
 SPIDER = Path(__file__).with_name("dashboard_spider.py")
 SETTINGS = {"ROBOTS": False, "RETRIES": 1}
 GRAPH_PAGES = len(HOSTS) * PAGES_PER_HOST
-
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "crawler", *args],
-        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
 
 
 @pytest.fixture

@@ -14,21 +14,11 @@ from pathlib import Path
 import pytest
 
 from conftest import HOSTS, PAGES_PER_HOST, Site
+from crawl_cli import crawler
 from crawler import DropItem, Request
 
 SPIDER = Path(__file__).with_name("graph_spider.py")
 ALL_PAGES = len(HOSTS) * PAGES_PER_HOST
-
-
-async def crawler(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
-    """Run `python -m crawler ARGS` without blocking the test's server."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "crawler", *args, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 def databases_in(folder: Path) -> list[Path]:

@@ -20,6 +20,7 @@ import pytest
 from aiohttp import web
 
 from conftest import HOSTS, PAGES_PER_HOST, Site, serve_on_hosts
+from crawl_cli import count_items, crawler, start
 from crawler import DropItem, IgnoreRequest, Request, Response, Spider
 from crawler.engine import crawl
 from crawler.errors import FetchError
@@ -84,28 +85,6 @@ FIVES = sum(1 for n in range(PAGES_PER_HOST) if n % 5 == 0) * len(HOSTS)
 SEVENS = sum(1 for n in range(PAGES_PER_HOST) if n % 7 == 0 and n % 5) * len(HOSTS)
 
 
-async def crawler_cli(
-    *args: str, cwd: Path, wait: bool = True
-) -> asyncio.subprocess.Process | tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "crawler", *args, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    if not wait:
-        return proc
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
-def count_items(db: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM items").fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
-
-
 async def test_pipelines_clean_and_drop_exactly_once_across_a_kill(
     site: Site, tmp_path: Path
 ) -> None:
@@ -115,8 +94,7 @@ async def test_pipelines_clean_and_drop_exactly_once_across_a_kill(
     args = ["crawl", str(SPIDER), "--db", str(db), "--log-level", "WARNING",
             "-s", f"START_URL={site.url('/g/0')}", "-s", "ROBOTS=false", "-s", "CONCURRENCY=4",
             "-s", "PIPELINES=pipes:Clean,pipes:DropSome"]  # fmt: skip
-    proc = await crawler_cli(*args, cwd=tmp_path, wait=False)
-    assert isinstance(proc, asyncio.subprocess.Process)
+    proc = await start(*args, cwd=tmp_path)
     for _ in range(600):  # 30 s at most
         if count_items(db) >= 20 or proc.returncode is not None:
             break
@@ -127,9 +105,7 @@ async def test_pipelines_clean_and_drop_exactly_once_across_a_kill(
     assert proc.returncode == -signal.SIGKILL
     assert 20 <= count_items(db) < ALL_PAGES
 
-    result = await crawler_cli(*args, cwd=tmp_path)
-    assert isinstance(result, tuple)
-    code, out, err = result
+    code, out, err = await crawler(*args, cwd=tmp_path)
     assert code == 0, err
 
     items = [item for item, _ in stored(db)]
@@ -143,7 +119,7 @@ async def test_pipelines_clean_and_drop_exactly_once_across_a_kill(
     assert f"items: {len(kept)}\n" in out
     assert (tmp_path / "opens.log").read_text() == "graph\ngraph\n"  # open on each run
 
-    code, status, _ = await crawler_cli("status", str(db), cwd=tmp_path)  # type: ignore[misc]
+    code, status, _ = await crawler("status", str(db), cwd=tmp_path)
     assert code == 0 and f"items dropped: multiple of five: {FIVES}" in status
 
 
@@ -236,9 +212,8 @@ async def test_typed_items_are_checked_and_stored_with_their_type_name(
     assert item == {
         "url": item["url"], "title": item["title"], "number": 5, "tags": ["x"], "note": None
     }  # fmt: skip
-    result = await crawler_cli("export", str(db), "--format", "csv", cwd=tmp_path)
-    assert isinstance(result, tuple) and result[0] == 0
-    assert result[1].splitlines()[0] == "url,title,number,tags,note"
+    code, out, _ = await crawler("export", str(db), "--format", "csv", cwd=tmp_path)
+    assert code == 0 and out.splitlines()[0] == "url,title,number,tags,note"
 
     db = tmp_path / "q.db"
     summary = await crawl(QuoteSpider, db, {**FAST, "START_URL": site.url("/g/0")})

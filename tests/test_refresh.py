@@ -11,7 +11,6 @@ import asyncio
 import json
 import signal
 import sqlite3
-import subprocess
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -25,6 +24,7 @@ import pytest
 from aiohttp import web
 
 from conftest import serve_on_hosts
+from crawl_cli import run
 from crawler import Request, Response, Spider
 from crawler.cli import parse_age
 from crawler.engine import crawl as engine_crawl
@@ -139,13 +139,6 @@ async def small() -> AsyncIterator[PageSite]:
 async def large() -> AsyncIterator[PageSite]:
     async for site in serve(40):
         yield site
-
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "crawler", *args],
-        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
 
 
 def crawl_args(spider: Path, db: Path, site: PageSite, *more: str) -> list[str]:

@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
+from crawl_cli import count_items
 from crawler import CrawlSpider, Request, Response, Rule
 from crawler.engine import crawl
 from crawler.errors import FetchError, UsageError
@@ -316,16 +317,6 @@ def test_prepare_refuses_what_is_not_a_rule() -> None:
 
     with pytest.raises(UsageError, match="rule 0: expected a Rule, got dict"):
         NotRules().prepare(Settings())
-
-
-def count_items(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM items").fetchone()[0])
-    except sqlite3.OperationalError:  # no tables yet
-        return 0
 
 
 async def test_a_rules_crawl_killed_with_sigkill_resumes_storing_each_item_once(

@@ -19,16 +19,17 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from login_spider import LoginSpider
 from test_engine import OLD_REQUESTS_TABLE
 
 from conftest import HOSTS, serve_on_hosts
+from crawl_cli import count_items
 from crawler import FormRequest, Request, Response, Spider
 from crawler.cookies import Jars
 from crawler.engine import crawl
 from crawler.errors import UsageError
 from crawler.settings import Settings
 from crawler.urls import fingerprint
+from login_spider import LoginSpider
 
 LOGIN_SPIDER = Path(__file__).with_name("login_spider.py")
 PASSWORDS = {"alice": "open sesame", "bob": "hunter2"}
@@ -509,16 +510,6 @@ def test_a_bad_setting_on_the_command_line_is_one_line_and_exit_2(tmp_path: Path
 
 
 # -- a crawl killed after its login ----------------------------------------------------------
-
-
-def count_items(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM items").fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
 
 
 async def test_a_crawl_killed_after_login_resumes_still_logged_in(

@@ -7,7 +7,6 @@ import gzip
 import json
 import signal
 import sqlite3
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +17,8 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
+from crawl_cli import count_items
+from crawl_cli import start as start_cli
 from crawler import Request, Response, SitemapSpider
 from crawler.engine import crawl
 from crawler.errors import SitemapError
@@ -299,7 +300,7 @@ async def test_bad_sitemap_declarations_are_one_line_and_exit_2(
         f"    sitemap_urls = ['{shop.url('/sitemap.xml')}']\n"
         f"    {source}\n"
     )
-    proc = await start(spider, tmp_path / "bad.db")
+    proc = await start_crawl(spider, tmp_path / "bad.db")
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2
     lines = err.decode().strip().splitlines()
@@ -315,27 +316,6 @@ def test_sitemap_since_accepts_dates_and_datetimes() -> None:
         ("2024-06-01T12:30Z", "2024-06-01 12:30:00+00:00"),
     ]:
         assert str(Settings.build({"SITEMAP_SINCE": raw}).sitemap_since) == expected
-
-
-async def start(spider: Path, db: Path, *settings: str) -> asyncio.subprocess.Process:
-    args = ["crawl", str(spider), "--db", str(db), "--log-level", "WARNING"]
-    for setting in settings:
-        args += ["-s", setting]
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "crawler", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-
-
-def count_items(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM items").fetchone()[0])
-    except sqlite3.OperationalError:  # no tables yet
-        return 0
 
 
 async def test_a_sitemap_crawl_killed_with_sigkill_resumes_storing_each_item_once(
@@ -364,7 +344,7 @@ async def test_a_sitemap_crawl_killed_with_sigkill_resumes_storing_each_item_onc
     db = tmp_path / "shop.db"
     settings = ("ROBOTS=false", "CONCURRENCY=4", "PER_HOST=4")
     for kill_at in (20, 120):
-        proc = await start(spider, db, *settings)
+        proc = await start_crawl(spider, db, *settings)
         for _ in range(600):  # 30 s at most
             if count_items(db) >= kill_at or proc.returncode is not None:
                 break
@@ -374,7 +354,7 @@ async def test_a_sitemap_crawl_killed_with_sigkill_resumes_storing_each_item_onc
         await proc.wait()
         assert proc.returncode == -signal.SIGKILL
         assert count_items(db) < products
-    proc = await start(spider, db, *settings)
+    proc = await start_crawl(spider, db, *settings)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
     assert "failed: 0" in out.decode()
@@ -384,3 +364,10 @@ async def test_a_sitemap_crawl_killed_with_sigkill_resumes_storing_each_item_onc
     assert set(urls.values()) == {1}
     # The sitemaps were read once each (committed before the first kill), or again if not.
     assert shop.hits["/index.xml"] <= 2 and shop.hits["/b.xml"] <= 2
+
+
+async def start_crawl(spider: Path, db: Path, *settings: str) -> asyncio.subprocess.Process:
+    args = ["crawl", str(spider), "--db", str(db), "--log-level", "WARNING"]
+    for setting in settings:
+        args += ["-s", setting]
+    return await start_cli(*args)
