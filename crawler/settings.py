@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from crawler import __version__
+from crawler.dates import parse_when
 from crawler.errors import UsageError
 from crawler.hooks import MIDDLEWARE_METHODS, PIPELINE_METHODS, resolve_components
 
@@ -143,8 +144,6 @@ def _middlewares(key: str, raw: Any) -> tuple[Any, ...]:
 
 
 def _since(key: str, raw: Any) -> datetime:
-    from crawler.sitemap import parse_when
-
     if isinstance(raw, date) and not isinstance(raw, datetime):
         raw = raw.isoformat()
     when = raw if isinstance(raw, datetime) else parse_when(raw) if isinstance(raw, str) else None

@@ -16,12 +16,13 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, date, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 from xml.etree.ElementTree import Element, ParseError, XMLPullParser
 
 from protego import Protego
 
+from crawler.dates import parse_when
 from crawler.errors import BodyTooLarge, SitemapError, UsageError
 from crawler.http import Callback, Request, Response
 from crawler.spider import Spider
@@ -201,21 +202,6 @@ def _older(lastmod: str, since: datetime) -> bool:
     before `since`; False when it does not parse (the entry is kept)."""
     when = parse_when(lastmod)
     return when is not None and when < since
-
-
-def parse_when(text: str) -> datetime | None:
-    """A W3C datetime or ISO date as an aware datetime (UTC when no zone is given)."""
-    text = text.strip()
-    if re.fullmatch(r"\d{4}(-\d{2})?", text):
-        text = (text + "-01-01")[:10] if len(text) == 4 else text + "-01"
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        try:
-            value = datetime.combine(date.fromisoformat(text), datetime.min.time())
-        except ValueError:
-            return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _rules(
