@@ -320,7 +320,7 @@ class Engine:
             )
         except SpiderError as exc:
             raise UsageError(f"cannot resume {self.store.path}: {exc}") from None
-        request = Request.make(
+        return Request.make(
             row.url,
             callback,
             row.method,
@@ -334,10 +334,8 @@ class Engine:
             row.redirects,
             row.key,
             row.fp,
+            row.cookies or None,
         )
-        if row.cookies:
-            request.cookies = row.cookies
-        return request
 
     async def _fetch_loop(self, step: FetchStep) -> None:
         while (request := await self.frontier.get()) is not None:

@@ -234,7 +234,7 @@ class Frontier:
         """A copy of `r` with its depth, row key and fingerprint."""
         key = self._next_key
         self._next_key += 1
-        admitted = Request.make(
+        return Request.make(
             r.url,
             r.callback,
             r.method,
@@ -248,10 +248,8 @@ class Frontier:
             r.redirects,
             key,
             fp,
+            r.cookies,
         )
-        if r.cookies is not None:
-            admitted.cookies = r.cookies
-        return admitted
 
     # -- hand-out: what the fetch workers get -----------------------------------------
 

@@ -95,13 +95,14 @@ class Request:
         redirects: int,
         key: int,
         fp: bytes,
+        cookies: Cookies | None,
     ) -> Request:
         """A Request with every field given: the one place that builds one by position,
         for the paths that build one per new link (dataclasses.replace costs several
         times as much)."""
         return Request(
             url, callback, method, headers, body, meta, priority, dont_filter, errback, depth,
-            redirects, key, fp,
+            redirects, key, fp, cookies,
         )  # fmt: skip
 
 
@@ -243,7 +244,12 @@ def redirect_request(response: Response) -> Request | None:
         headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
     if headers and any(k.lower() in _CONDITIONS for k in headers):  # a refresh's validators
         headers = {k: v for k, v in headers.items() if k.lower() not in _CONDITIONS}
-    hop = Request.make(
+    # Cookies kept out of the jar (dont_merge_cookies) go on with the request on its host;
+    # merged ones are in the jar already, which sends them wherever their domain allows.
+    keep = (
+        r.cookies and r.meta and r.meta.get("dont_merge_cookies") and host_of(url) == host_of(r.url)
+    )
+    return Request.make(
         url=url,
         callback=r.callback,
         method=method,
@@ -257,12 +263,8 @@ def redirect_request(response: Response) -> Request | None:
         redirects=r.redirects + 1,
         key=0,  # not admitted yet
         fp=b"",
+        cookies=r.cookies if keep else None,
     )
-    # Cookies kept out of the jar (dont_merge_cookies) go on with the request on its host;
-    # merged ones are in the jar already, which sends them wherever their domain allows.
-    if r.cookies and r.meta and r.meta.get("dont_merge_cookies") and host_of(url) == host_of(r.url):
-        hop.cookies = r.cookies
-    return hop
 
 
 def decode_body(content_type: str, body: bytes) -> tuple[str, str]:

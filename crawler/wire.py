@@ -62,6 +62,7 @@ def decode(blob: bytes, host: str, resolve: Resolve | None = None) -> Request:
         redirects,
         0,
         b"",
+        None,  # cookies: not carried yet (issue 13's worker will need them)
     )
 
 
