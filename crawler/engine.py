@@ -30,11 +30,10 @@ from crawler.hooks import (
     Crawl,
     Middlewares,
     Pipelines,
+    bound,
     call_each,
     fire,
     instantiate,
-    lifecycle,
-    maybe_await,
 )
 from crawler.http import PageResult, Request, Response
 from crawler.items import schema_of
@@ -205,7 +204,7 @@ class Engine:
             )
             await self._prepare(start)
             hooks = [*self.pipelines.objects, *self.middlewares.objects]
-            await call_each([self.spider.opened, *lifecycle(hooks, "open")], self.crawl)
+            await call_each([self.spider.opened, *bound(hooks, "open")], self.crawl)
             fetched_all = asyncio.Event()
             try:
                 async with asyncio.TaskGroup() as tg:
@@ -224,7 +223,7 @@ class Engine:
             finally:
                 if robots is not None:
                     robots.close()
-                await fire(lifecycle(hooks, "close"), self.crawl)
+                await fire(bound(hooks, "close"), self.crawl)
             with closing(open_readonly(self.store.path)) as db:
                 summary = read_summary(db)
             summary.elapsed = time.monotonic() - started
@@ -237,12 +236,7 @@ class Engine:
         """The crawl has ended (not stopped): the spider's `closed`, once per crawl."""
         if await self.store.noted("closed") is not None:
             return
-        try:
-            await maybe_await(self.spider.closed(self.crawl, summary))
-        except Exception as exc:
-            log.error(
-                "%s.closed raised %s: %s", type(self.spider).__name__, type(exc).__name__, exc
-            )
+        await fire([self.spider.closed], self.crawl, summary)  # one that raises is logged
         await self.store.note("closed", repr(time.time()))
 
     def stop(self) -> None:

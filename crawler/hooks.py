@@ -123,7 +123,8 @@ def instantiate(key: str, components: Sequence[Any]) -> list[Any]:
     return objects
 
 
-def _bound(objects: Sequence[Any], name: str) -> list[Callable[..., Any]]:
+def bound(objects: Sequence[Any], name: str) -> list[Callable[..., Any]]:
+    """The objects' methods called `name` (`process_item`, `open`...), in order."""
     return [m for o in objects if callable(m := getattr(o, name, None))]
 
 
@@ -171,10 +172,7 @@ class Pipelines:
 
     def __init__(self, objects: Sequence[Any]) -> None:
         self.objects = list(objects)
-        self.process_item = _bound(objects, "process_item")
-
-    def __bool__(self) -> bool:
-        return bool(self.process_item)
+        self.process_item = bound(objects, "process_item")
 
     async def item(self, item: Any, response: Response | None) -> tuple[Any, str | None]:
         """(item, None) to keep the item the pipelines returned; (item as it was, reason) to
@@ -200,7 +198,6 @@ class HookError(Exception):
 
     def __init__(self, where: str, cause: BaseException) -> None:
         super().__init__(f"{type(cause).__name__} in {where}: {cause}")
-        self.where = where
         self.kind = f"{type(cause).__name__} in {where}"
 
 
@@ -212,9 +209,9 @@ class Middlewares:
 
     def __init__(self, objects: Sequence[Any]) -> None:
         self.objects = list(objects)
-        self.process_request = _bound(objects, "process_request")
-        self.process_response = _bound(objects, "process_response")
-        self.process_error = _bound(objects, "process_error")
+        self.process_request = bound(objects, "process_request")
+        self.process_response = bound(objects, "process_response")
+        self.process_error = bound(objects, "process_error")
 
     async def request(self, request: Request) -> Request | str:
         """The request to fetch, or why the page is not fetched (a skip reason)."""
@@ -222,7 +219,7 @@ class Middlewares:
             out = await _call(step, request)
             if isinstance(out, str):
                 return out
-            if not _is_request(out):
+            if not isinstance(out, Request):
                 return _dropped_or_wrong(step, out, "a Request or None")
             request = out
         return request
@@ -234,9 +231,9 @@ class Middlewares:
         why the page is dropped; with the label of the step that decided."""
         for step in self.process_response:
             out = await _call(step, request, response)
-            if isinstance(out, str) or _is_request(out):
+            if isinstance(out, str | Request):
                 return out, _label(step)
-            if not _is_response(out):
+            if not isinstance(out, Response):
                 return _dropped_or_wrong(step, out, "a Response, a Request or None"), _label(step)
             response = out
         return response, ""
@@ -250,7 +247,7 @@ class Middlewares:
             out = await _call(step, request, error)
             if out is None:
                 continue
-            if isinstance(out, str) or not (_is_response(out) or _is_request(out)):
+            if not isinstance(out, Response | Request):
                 wrong = TypeError(f"returned {type(out).__name__}, not a Response, Request or None")
                 raise HookError(_label(step), wrong)
             return out, _label(step)
@@ -279,14 +276,6 @@ def _dropped_or_wrong(step: Callable[..., Any], out: Any, expected: str) -> str:
     raise HookError(_label(step), TypeError(f"returned {type(out).__name__}, not {expected}"))
 
 
-def _is_request(value: Any) -> bool:
-    return isinstance(value, Request)
-
-
-def _is_response(value: Any) -> bool:
-    return isinstance(value, Response)
-
-
 # -- events --------------------------------------------------------------------------------
 
 
@@ -296,7 +285,7 @@ async def fire(handlers: list[Callable[..., Any]], *args: Any) -> None:
         try:
             await maybe_await(handler(*args))
         except Exception as exc:
-            log.error("event handler %s raised %s: %s", _label(handler), type(exc).__name__, exc)
+            log.error("%s raised %s: %s", _label(handler), type(exc).__name__, exc)
 
 
 async def call_each(methods: list[Callable[..., Any]], *args: Any) -> None:
@@ -307,11 +296,6 @@ async def call_each(methods: list[Callable[..., Any]], *args: Any) -> None:
             await maybe_await(method(*args))
         except Exception as exc:
             raise UsageError(f"{_label(method)} raised {type(exc).__name__}: {exc}") from exc
-
-
-def lifecycle(objects: Sequence[Any], name: str) -> list[Callable[..., Any]]:
-    """The bound `open` or `close` methods of pipelines and middleware."""
-    return _bound(objects, name)
 
 
 def record_drop(result: PageResult, item: Any, reason: str) -> None:

@@ -44,7 +44,7 @@ class Parser:
 
     def __init__(self, spider: Spider, pipelines: Pipelines | None = None) -> None:
         self.spider = spider
-        self.pipelines = pipelines or Pipelines(())
+        self.pipelines = pipelines if pipelines is not None else Pipelines(())
         self.item_type: type | None = getattr(spider, "item_type", None)
         self._finish = bool(self.pipelines.process_item) or self.item_type is not None
 
