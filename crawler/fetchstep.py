@@ -64,12 +64,12 @@ class FetchStep:
         middlewares = self._middlewares
         if middlewares.process_request:
             try:
-                changed = await middlewares.request(request)
+                changed, label = await middlewares.request(request)
             except HookError as exc:
                 return _broken(request, exc, 0)
             if isinstance(changed, str):
                 return Fetched(request, changed, attempts=0)
-            same = _in_place(request, changed, "process_request")
+            same = _in_place(request, changed, label)
             if isinstance(same, FetchError):
                 return Fetched(request, same, attempts=0)
             request = same
@@ -129,7 +129,9 @@ class FetchStep:
 def _in_place(original: Request, again: Request, label: str) -> Request | FetchError:
     """The request a middleware returned, fetched as the same page: same row, fingerprint
     and depth, and the same host (its per-host slot is the one held)."""
-    if host_of(again.url) != host_of(original.url) or check_url(again.url):
+    if check_url(again.url):
+        return FetchError(original, f"{label} returned a request for an invalid URL")
+    if host_of(again.url) != host_of(original.url):
         return FetchError(original, f"{label} returned a request for another host")
     if again.key == original.key and again.fp == original.fp and again.depth == original.depth:
         return again

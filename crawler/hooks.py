@@ -213,16 +213,18 @@ class Middlewares:
         self.process_response = bound(objects, "process_response")
         self.process_error = bound(objects, "process_error")
 
-    async def request(self, request: Request) -> Request | str:
-        """The request to fetch, or why the page is not fetched (a skip reason)."""
+    async def request(self, request: Request) -> tuple[Request | str, str]:
+        """The request to fetch, or why the page is not fetched (a skip reason); with the
+        label of the last step that answered."""
+        label = ""
         for step in self.process_request:
-            out = await _call(step, request)
+            out, label = await _call(step, request), _label(step)
             if isinstance(out, str):
-                return out
+                return out, label
             if not isinstance(out, Request):
-                return _dropped_or_wrong(step, out, "a Request or None")
+                return _dropped_or_wrong(step, out, "a Request or None"), label
             request = out
-        return request
+        return request, label
 
     async def response(
         self, request: Request, response: Response

@@ -610,3 +610,27 @@ async def test_a_spider_asking_every_page_for_links_follows_none_inside_a_pdf(
         summary = await crawl(spider, tmp_path / "p.db", FAST)
     assert summary.pages_done == 1
     assert hits == Counter({"/doc.pdf": 1})  # '/page/in-pdf' inside it was never taken
+
+
+class Rewrite:
+    """Adds an API key to every URL of its host; sends one page to another host."""
+
+    def process_request(self, request: Request) -> Request:
+        if request.url.endswith("/elsewhere"):
+            return request.replace(url="http://127.0.0.2:9/elsewhere")
+        return request.replace(url=request.url + "?key=abc")
+
+
+async def test_a_middleware_may_change_the_url_on_its_host_only(
+    server: Server, tmp_path: Path
+) -> None:
+    class Start(Titles):
+        def start_requests(self) -> Iterator[Request]:
+            for path in ("/keyed", "/elsewhere"):
+                yield Request(server.url + path, callback=self.parse)
+
+    summary = await crawl(Start, tmp_path / "r.db", {**FAST, "MIDDLEWARES": [Rewrite]})
+
+    assert server.hits["/keyed"] == 1 and server.hits["/elsewhere"] == 0
+    assert summary.pages_done == 1 and summary.pages_failed == 1
+    assert summary.errors == {"Rewrite.process_request returned a request for another host": 1}
