@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from crawler import __version__
+from crawler.assemble import sqlite_engine
 from crawler.engine import Engine
 from crawler.errors import UsageError
 from crawler.loader import bundled_spiders, load_spider
@@ -181,7 +182,7 @@ def _crawl(args: argparse.Namespace) -> int:
     overrides = parse_settings(args.settings)
     if args.cache:
         overrides["CACHE"] = args.cache
-    engine = Engine(spider, db, overrides, refresh=args.refresh)
+    engine = sqlite_engine(spider, db, overrides, refresh=args.refresh)
     progress = None
     if not args.quiet:
         live = sys.stderr.isatty()

@@ -1,7 +1,9 @@
 """Wires the stages in one TaskGroup: frontier -> fetch workers -> parse -> writer.
 
-The writer is the one edge back: after a batch of pages commits, their new requests
-are pushed to the frontier and the pages marked done there. Start, stop, resume.
+The writer is the one edge back: it hands each batch of parsed pages to the frontier's
+`commit`, which admits their links, records the pages and marks them done. The frontier
+(crawler/frontiers.py: SQLite, or a worker's share of a crawl in Redis) and the store
+are built outside (crawler/assemble.py) and passed in. Start, stop, resume.
 
 The extension points sit where the data already flows (crawler/hooks.py): middleware
 around the fetch, in the fetch step; item pipelines in the parse stage, before the
@@ -25,27 +27,17 @@ from crawler.cookies import Jars
 from crawler.errors import FetchError, SpiderError, UsageError
 from crawler.fetcher import Fetcher
 from crawler.fetchstep import Fetched, FetchStep
-from crawler.frontier import Frontier
-from crawler.hooks import (
-    Crawl,
-    Middlewares,
-    Pipelines,
-    bound,
-    call_each,
-    fire,
-    instantiate,
-)
+from crawler.frontiers import Frontier
+from crawler.hooks import Crawl, Middlewares, bound, call_each, fire
 from crawler.http import PageResult, Request, Response
-from crawler.items import schema_of
 from crawler.parse import Parser
-from crawler.robots import Robots
+from crawler.robots import Robots, SharedRobots
 from crawler.settings import Settings
 from crawler.spider import Spider
 from crawler.stats import HostState, Snapshot, Stats
-from crawler.storage.refresh import requeue
-from crawler.storage.sqlite import Store, StoredRequest, Summary, open_readonly, read_summary
+from crawler.storage.sqlite import Store, Summary, open_readonly, read_summary
 from crawler.tools.cache import Cache
-from crawler.urls import check_url, host_of
+from crawler.urls import check_url
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +83,10 @@ async def crawl(
 ) -> Summary:
     """Run (or resume) a crawl of `spider` into the SQLite file `db`; with `refresh`
     (seconds), first queue again its pages done longer ago than that."""
-    return await Engine(
-        spider if isinstance(spider, Spider) else spider(), Path(db), settings, refresh=refresh
-    ).run()
+    from crawler.assemble import sqlite_engine
+
+    spider = spider if isinstance(spider, Spider) else spider()
+    return await sqlite_engine(spider, Path(db), settings, refresh=refresh).run()
 
 
 def _note_fetch(result: PageResult, fetched: Fetched) -> None:
@@ -127,43 +120,33 @@ def _fewer_collections() -> Iterator[None]:
 
 
 class Engine:
-    """One crawl: a spider, its database and its settings."""
+    """One process's share of a crawl: a spider, its settings, and the parts the
+    assembler built for them (crawler/assemble.py): the frontier, the parse stage, the
+    middleware, and the store when this process has one (a Redis worker has none)."""
 
     def __init__(
         self,
         spider: Spider,
-        db: Path,
-        overrides: Mapping[str, Any] | None = None,
+        settings: Settings,
+        frontier: Frontier,
+        parser: Parser,
+        middlewares: Middlewares,
         *,
-        refresh: float | None = None,
+        store: Store | None = None,
+        jars: Jars | None = None,
+        shared_robots: SharedRobots | None = None,
+        db: Path | None = None,
     ) -> None:
-        if not spider.name:
-            raise UsageError(f"spider {type(spider).__name__} has no name")
-        self.refresh = refresh  # seconds: re-crawl the pages done longer ago (--refresh)
-        if refresh is not None:
-            open_readonly(db).close()  # only a crawl database can be refreshed
-        self.settings = Settings.build(spider.custom_settings, overrides or {})
-        if self.settings.frontier != "sqlite":
-            frontier = self.settings.frontier
-            raise UsageError(
-                f"setting FRONTIER={frontier}: the Redis frontier is not available yet"
-            )
-        item_type = getattr(spider, "item_type", None)
-        if item_type is not None:
-            schema_of(item_type)  # a dataclass or a TypedDict, whose annotations resolve
         self.spider = spider
-        domains = list(spider.allowed_domains)
-        if self.settings.start_url:
-            spider.start_urls = [self.settings.start_url]
-            if domains:
-                domains.append(host_of(self.settings.start_url).rsplit(":", 1)[0])
-        self.store = Store(db, spider.name)
-        self.frontier = Frontier(self.settings, domains)
-        self.pipelines = Pipelines(instantiate("PIPELINES", self.settings.pipelines))
-        self.middlewares = Middlewares(instantiate("MIDDLEWARES", self.settings.middlewares))
+        self.settings = settings
+        self.frontier = frontier
+        self.store = store
+        self.parser = parser
+        self.pipelines = parser.pipelines
+        self.middlewares = middlewares
+        self.shared_robots = shared_robots  # robots.txt kept for every process of the crawl
         self.stats = Stats()
-        self.crawl = Crawl(spider, self.settings, db, self.stats, self.stop)
-        self.parser = Parser(spider, self.pipelines)
+        self.crawl = Crawl(spider, settings, db, self.stats, self.stop)
         # A deeper buffer than one page per worker keeps the parse stage from running dry:
         # at 4 x CONCURRENCY pages the bench crawl takes 0.91x the CPU of 1 x (RESULTS.md).
         self._fetched: asyncio.Queue[Fetched | None] = asyncio.Queue(
@@ -177,8 +160,7 @@ class Engine:
         self._fetcher: Fetcher | None = None
         self._started = time.monotonic()
         self._step: FetchStep | None = None
-        # The sessions' cookies: each page's saved with its commit, loaded on resume.
-        self.jars = Jars(record=True) if self.settings.cookies else None
+        self.jars = jars  # the sessions' cookies
 
     async def run(self) -> Summary:
         """Crawl until the frontier is empty, MAX_PAGES is reached, or `stop()`."""
@@ -190,19 +172,22 @@ class Engine:
             if self.settings.cache:
                 cache = Cache(Path(self.settings.cache), self.settings.cache_expire)
                 await stack.enter_async_context(cache)
-            await stack.enter_async_context(self.store)
+            if self.store is not None:
+                await stack.enter_async_context(self.store)
             answered = self.frontier.answered if self.settings.autothrottle else None
             fetcher = await stack.enter_async_context(
                 Fetcher(self.settings, self.frontier.hold, cache, self.jars, answered)
             )
             self._fetcher = fetcher
             robots = (
-                Robots(fetcher.fetch, self.settings.user_agent) if self.settings.robots else None
+                Robots(fetcher.fetch, self.settings.user_agent, self.shared_robots)
+                if self.settings.robots
+                else None
             )
             step = self._step = FetchStep(
                 fetcher, robots, self.middlewares, self.frontier.learned, self.settings.retries
             )
-            await self._prepare(start)
+            self.stats.add(await self.frontier.open(start))
             hooks = [*self.pipelines.objects, *self.middlewares.objects]
             await call_each([self.spider.opened, *bound(hooks, "open")], self.crawl)
             fetched_all = asyncio.Event()
@@ -210,7 +195,7 @@ class Engine:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._write_loop(), name="writer")
                     tg.create_task(self._parse_loop(), name="parse")
-                    tg.create_task(self._refill_loop(), name="refill")
+                    tg.create_task(self.frontier.feed(), name="feed")
                     self._fetch_tasks = [
                         tg.create_task(self._fetch_loop(step), name=f"fetch-{i}")
                         for i in range(self.settings.concurrency)
@@ -224,20 +209,16 @@ class Engine:
                 if robots is not None:
                     robots.close()
                 await fire(bound(hooks, "close"), self.crawl)
-            with closing(open_readonly(self.store.path)) as db:
-                summary = read_summary(db)
+            if self.store is None:  # a worker's share: what it did
+                summary = self.stats.summary(self.spider.name or "")
+            else:
+                with closing(open_readonly(self.store.path)) as db:
+                    summary = read_summary(db)
             summary.elapsed = time.monotonic() - started
             summary.pages_this_run = self.stats.pages_this_run
-            if not self._stopping:
-                await self._closed(summary)
+            if not self._stopping and self.store is not None:
+                await closed(self.spider, self.store, self.crawl, summary)
         return summary
-
-    async def _closed(self, summary: Summary) -> None:
-        """The crawl has ended (not stopped): the spider's `closed`, once per crawl."""
-        if await self.store.noted("closed") is not None:
-            return
-        await fire([self.spider.closed], self.crawl, summary)  # one that raises is logged
-        await self.store.note("closed", repr(time.time()))
 
     def stop(self) -> None:
         """Fetch nothing new; pages in flight get STOP_GRACE seconds, then are left for resume."""
@@ -272,64 +253,6 @@ class Engine:
             except SpiderError as exc:
                 raise UsageError(f"spider {self.spider.name!r}: start request: {exc}") from None
         return start
-
-    async def _prepare(self, start: list[Request]) -> None:
-        if self.refresh is not None:
-            await self._requeue(self.refresh)
-        stored = await self.store.load()
-        started, queued = stored.pages_started, stored.queued
-        self.stats.add(await self.store.stats())
-        self.frontier.restore(stored.next_key, started, queued)
-        if self.jars is not None and (started or queued):
-            self.jars.load(await self.store.cookies())  # still logged in
-        if started or queued:
-            log.info("resuming %s: %d pages done, %d queued", self.store.path, started, queued)
-            return
-        admission = self.frontier.admit(start, None)
-        new = await self.store.add_requests(admission.accepted, admission.dropped)
-        self._push(admission.accepted, new)
-
-    async def _requeue(self, age: float) -> None:
-        """--refresh: the pages done longer than `age` seconds ago go back to the queue."""
-        count = await requeue(self.store.db, time.time() - age)
-        log.info("refresh: %d pages done more than %g s ago queued again", count, age)
-
-    def _push(self, candidates: list[Request], new: set[int]) -> None:
-        """Hand the frontier the requests the store has just committed as new."""
-        if candidates:
-            self.frontier.push([r for r in candidates if r.key in new], candidates[-1].key)
-
-    async def _refill_loop(self) -> None:
-        while await self.frontier.wait_refill():
-            span = self.frontier.refill_range()
-            if span is not None:
-                rows, upto = await self.store.queued(span.after, span.upto, span.limit)
-                self.frontier.load([self._restored(row) for row in rows], upto)
-
-    def _restored(self, row: StoredRequest) -> Request:
-        try:
-            callback, errback = (
-                self.parser.callback(row.callback),
-                self.parser.callback(row.errback),
-            )
-        except SpiderError as exc:
-            raise UsageError(f"cannot resume {self.store.path}: {exc}") from None
-        return Request.make(
-            row.url,
-            callback,
-            row.method,
-            row.headers,
-            row.body,
-            row.meta,
-            row.priority,
-            row.dont_filter,
-            errback,
-            row.depth,
-            row.redirects,
-            row.key,
-            row.fp,
-            row.cookies or None,
-        )
 
     async def _fetch_loop(self, step: FetchStep) -> None:
         while (request := await self.frontier.get()) is not None:
@@ -367,21 +290,11 @@ class Engine:
                 batch.pop()
             pages = [page for page in batch if page is not None]
             self._links.give(sum(len(page.requests) for page in pages))
-            for page in pages:
-                admission = self.frontier.admit(page.requests, page.request)
-                page.requests = admission.accepted
-                page.dropped = admission.dropped
             if not pages:
                 continue
-            jars = self.jars
-            if jars is not None and jars.changed:  # the cookies pages set commit with them
-                for page in pages:
-                    page.cookies = jars.take(page.request.key)
-            new = await self.store.commit_pages(pages)
-            self._push([r for page in pages for r in page.requests], new)
+            await self.frontier.commit(pages)
             stats = self.stats
             for page in pages:
-                self.frontier.done(page.request)
                 if page.skipped:
                     stats.pages_skipped += 1
                 elif page.error:
@@ -394,9 +307,10 @@ class Engine:
                 if page.dropped_items:
                     stats.items_dropped.update(reason for _, reason in page.dropped_items)
             stats.pages_this_run += len(pages)
-            if self.store.removed_items:  # a refresh replaced pages' old items
-                stats.items -= self.store.removed_items
-                self.store.removed_items = 0
+            store = self.store
+            if store is not None and store.removed_items:  # a refresh replaced old items
+                stats.items -= store.removed_items
+                store.removed_items = 0
             handlers = self.crawl.handlers
             if handlers["page_stored"] or handlers["page_failed"] or handlers["item_dropped"]:
                 await self._events(pages)
@@ -422,6 +336,8 @@ class Engine:
                     await fetched_all.wait()
 
     async def _record_live(self, state: str) -> None:
+        if self.store is None:
+            return
         running = state == "running"
         busiest = self.frontier.busiest(LIVE_HOSTS) if running else []
         await self.store.record_live(
@@ -453,3 +369,11 @@ class Engine:
             max_pages=self.settings.max_pages,
             hosts=tuple(HostState(*host) for host in self.frontier.busiest(8)),
         )
+
+
+async def closed(spider: Spider, store: Store, crawl: Crawl, summary: Summary) -> None:
+    """The crawl has ended (not stopped): the spider's `closed`, once per crawl."""
+    if await store.noted("closed") is not None:
+        return
+    await fire([spider.closed], crawl, summary)  # one that raises is logged
+    await store.note("closed", repr(time.time()))

@@ -121,8 +121,8 @@ class KeyRange(NamedTuple):
     limit: int
 
 
-class Frontier:
-    """Admits, orders and hands out requests; knows when the crawl is over."""
+class LocalFrontier:
+    """Admits, orders and hands out the requests of one process's crawl; knows when it is over."""
 
     def __init__(self, settings: Settings, allowed_domains: Iterable[str] = ()) -> None:
         self._probe_hosts = settings.robots  # learn a host's robots.txt before crowding it

@@ -133,13 +133,14 @@ def bound(objects: Sequence[Any], name: str) -> list[Callable[..., Any]]:
 
 class Crawl:
     """What `opened`, `open` and `close` receive: the crawl's spider, settings, database
-    and live stats; `subscribe()` to its events; `stop()` it as Ctrl-C would."""
+    (None in a Redis worker, which has none) and live stats; `subscribe()` to its
+    events; `stop()` it as Ctrl-C would."""
 
     def __init__(
         self,
         spider: Spider,
         settings: Settings,
-        db: Path,
+        db: Path | None,
         stats: Stats,
         stop: Callable[[], None],
     ) -> None:

@@ -537,7 +537,7 @@ async def test_a_budget_lets_one_taker_at_a_time_past_its_limit() -> None:
 
 async def test_a_host_held_by_its_crawl_delay_says_so() -> None:
     settings = Settings.build({"DELAY": 0.5, "ROBOTS": True})
-    front = frontier.Frontier(settings)
+    front = frontier.LocalFrontier(settings)
     front.restore(1, 0, 0)
     admitted = front.admit([Request("http://127.0.0.9/a"), Request("http://127.0.0.9/b")], None)
     front.push(admitted.accepted, admitted.accepted[-1].key)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from crawler.engine import Engine
+from crawler.assemble import sqlite_engine
 from crawler.errors import UsageError
 from crawler.http import Response
 from crawler.spider import Spider
@@ -52,7 +52,7 @@ def run_bench(pages: int, overrides: Mapping[str, str], out: TextIO) -> int:
         with tempfile.TemporaryDirectory(prefix="crawler-bench-") as folder:
             db = Path(folder) / "bench.db"
             settings = {**BENCH_SETTINGS, **overrides, "START_URL": url}
-            engine = Engine(BenchSpider(), db, settings)
+            engine = sqlite_engine(BenchSpider(), db, settings)
             out.write(f"crawling {pages} pages at {url} ...\n")
             out.flush()
             started = time.monotonic()

@@ -1,7 +1,7 @@
 """The spider author's commands for one page: fetch, parse, new, cache clear.
 
 Pages go through the crawl's own stages (`OnePage`: the Fetcher with robots.txt, the
-Parser); `parse --db` stores through the crawl's own Frontier admission and Store, so
+Parser); `parse --db` stores through the crawl's own LocalFrontier admission and Store, so
 what it leaves is a crawl database that `crawler crawl` can resume.
 """
 
@@ -16,7 +16,7 @@ from typing import BinaryIO, TextIO
 from urllib.parse import urlsplit
 
 from crawler.errors import FetchError, SpiderError, UsageError
-from crawler.frontier import Frontier
+from crawler.frontier import LocalFrontier
 from crawler.http import PageResult, Request
 from crawler.settings import Settings
 from crawler.spider import Spider
@@ -62,7 +62,7 @@ async def parse_pages(
     async with AsyncExitStack() as stack:
         page = await stack.enter_async_context(OnePage(settings, spider))
         store = await stack.enter_async_context(Store(db, spider.name)) if db else None
-        frontier = Frontier(settings, spider.allowed_domains)
+        frontier = LocalFrontier(settings, spider.allowed_domains)
         try:
             first = Request(url, callback=page.parser.callback(callback or "parse"))
         except SpiderError as exc:
@@ -85,7 +85,7 @@ async def parse_pages(
 
 
 async def _admit(
-    frontier: Frontier, store: Store | None, requests: list[Request], parent: Request | None
+    frontier: LocalFrontier, store: Store | None, requests: list[Request], parent: Request | None
 ) -> list[Request]:
     if store is not None:
         stored = await store.load()
