@@ -1,0 +1,99 @@
+"""The collector's commit: pages fetched and parsed by workers, stored exactly once.
+
+In the distributed mode the frontier lives in Redis and workers send each page's result
+to one collector (crawler/results.py), which stores it here. Results are delivered at
+least once: a collector that stops between its commit and its acknowledgement reads the
+same results again. Each page's request row carries its fingerprint (a dont_filter
+request's is a random id, stored with dont_filter = 0), so the unique index
+`requests_seen` refuses a page stored before, or repeated in the batch, and that page's
+items, marks and counts are left out with it. The links live in Redis: no link rows,
+no parent keys, no link range.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+import aiosqlite
+
+from crawler.http import PageResult, Request
+from crawler.storage.recording import PageStats
+from crawler.storage.sqlite import (
+    _COUNT_DROPPED,
+    _COUNT_DROPPED_ITEMS,
+    _FINISH_PAGE,
+    _INSERT_REQUEST,
+    _SAVE_COOKIE,
+    Store,
+    _Batch,
+)
+
+
+async def commit_collected(store: Store, pages: Sequence[PageResult]) -> int:
+    """One transaction: each page not stored before, with its request row, items,
+    done-mark, drops and dashboard counts; the number of pages skipped (stored by an
+    earlier commit, or repeated in `pages`)."""
+    if not pages:
+        return 0
+    async with store._lock:  # record_live() shares the connection
+        db = store.db
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            kept = await _insert_requests(db, pages)
+            now = time.time()
+            batch = _Batch(now, stats=PageStats(now))
+            for page in kept:
+                batch.add(page, ())
+            await _write_pages(db, batch)
+            await db.execute("COMMIT")
+        except BaseException:
+            # A cancelled aiosqlite call still runs: roll back whatever it left open.
+            await db.rollback()
+            raise
+    return len(pages) - len(kept)
+
+
+async def _insert_requests(
+    db: aiosqlite.Connection, pages: Sequence[PageResult]
+) -> list[PageResult]:
+    """Insert the pages' request rows under the next free keys; the pages whose row went
+    in, keyed (the unique index ignored the others)."""
+    ((first,),) = await db.execute_fetchall("SELECT COALESCE(MAX(id), 0) + 1 FROM requests")
+    keyed = [
+        replace(page, request=_stored(page.request, first + i)) for i, page in enumerate(pages)
+    ]
+    rows = list(Store._request_rows([page.request for page in keyed], None))
+    await db.executemany(_INSERT_REQUEST, rows)
+    # Every key from `first` on was free when the transaction began: those found are new.
+    found = await db.execute_fetchall(
+        "SELECT id FROM requests WHERE id BETWEEN ? AND ?", (first, first + len(rows) - 1)
+    )
+    new = {key for (key,) in found}
+    return [page for page in keyed if page.request.key in new]
+
+
+def _stored(request: Request, key: int) -> Request:
+    """The request as its row stores it: keyed, and under the unique index even when
+    dont_filter (its fingerprint is then the random id the frontier gave it)."""
+    assert request.fp, "a collected page's request needs its fingerprint"
+    return request.replace(key=key, dont_filter=False)
+
+
+async def _write_pages(db: aiosqlite.Connection, batch: _Batch) -> None:
+    """The rows `Store._write` writes after the requests, links aside."""
+    if batch.item_rows:
+        await db.executemany(
+            "INSERT INTO items (page, data, type) VALUES (?, ?, ?)", batch.item_rows
+        )
+    if batch.page_rows:
+        await db.executemany(_FINISH_PAGE, batch.page_rows)
+    if batch.dropped:
+        await db.executemany(_COUNT_DROPPED, batch.dropped.items())
+    if batch.dropped_items:
+        await db.executemany(_COUNT_DROPPED_ITEMS, batch.dropped_items.items())
+    if batch.stats is not None:
+        await batch.stats.write(db)
+    if batch.cookie_rows:
+        await db.executemany(_SAVE_COOKIE, batch.cookie_rows)
