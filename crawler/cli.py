@@ -17,16 +17,16 @@ import sys
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn, Protocol, TextIO
 
 from crawler import __version__
 from crawler.assemble import sqlite_engine
-from crawler.engine import Engine
 from crawler.errors import UsageError
 from crawler.loader import bundled_spiders, load_spider
 from crawler.progress import LOG_FORMAT, Progress
 from crawler.settings import Settings
 from crawler.spider import Spider
+from crawler.stats import Snapshot
 from crawler.storage.export import write_csv, write_jsonl
 from crawler.storage.sqlite import Summary, iter_items, open_readonly, read_summary
 from crawler.tools.cache import clear_cache
@@ -61,7 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--refresh", metavar="AGE", type=parse_age,
         help="re-crawl the pages done longer ago than AGE (30m, 12h, 7d, 2w, or seconds)",
     )  # fmt: skip
+    crawl.add_argument(
+        "--workers", type=int, default=0, metavar="K",
+        help="K worker processes beside this one (needs -s FRONTIER=redis://HOST:PORT/N)",
+    )  # fmt: skip
     _settings_option(crawl)
+
+    work = command("work", "join a crawl kept in Redis as one more worker")
+    work.add_argument("target", help="a spider's name, a module, or a path to a .py file")
+    _settings_option(work)
 
     command("list", "the spiders it can find")
 
@@ -182,20 +190,67 @@ def _crawl(args: argparse.Namespace) -> int:
     overrides = parse_settings(args.settings)
     if args.cache:
         overrides["CACHE"] = args.cache
-    engine = sqlite_engine(spider, db, overrides, refresh=args.refresh)
+    if args.workers < 0:
+        raise UsageError(f"crawl: --workers {args.workers}: expected 0 or more")
+    runner: Runner
+    if str(overrides.get("FRONTIER", spider.custom_settings.get("FRONTIER", ""))).startswith(
+        "redis://"
+    ):
+        if args.refresh is not None:
+            raise UsageError("crawl: --refresh is not available with FRONTIER=redis yet")
+        from crawler.rediscrawl import RedisCrawl
+
+        work = ["work", args.target, "-q", *(f"-s{pair}" for pair in args.settings)]
+        runner = RedisCrawl(spider, db, overrides, workers=args.workers, worker_args=work)
+    elif args.workers > 1:
+        raise UsageError(
+            f"crawl: --workers {args.workers} needs a crawl kept in Redis"
+            " (-s FRONTIER=redis://HOST:PORT/N): a SQLite crawl runs in one process"
+        )
+    else:
+        runner = sqlite_engine(spider, db, overrides, refresh=args.refresh)
+    return _run(runner, args, db)
+
+
+def _work(args: argparse.Namespace) -> int:
+    from crawler.rediscrawl import RedisWorker
+
+    spider = load_spider(args.target)
+    return _run(RedisWorker(spider, parse_settings(args.settings)), args, None)
+
+
+def _run(runner: Runner, args: argparse.Namespace, db: Path | None) -> int:
     progress = None
     if not args.quiet:
         live = sys.stderr.isatty()
         progress = Progress(
-            engine.snapshot, sys.stderr, live=live, every=engine.settings.progress_every
+            runner.snapshot, sys.stderr, live=live, every=runner.settings.progress_every
         )
-    summary, interrupted = asyncio.run(_run_interruptible(engine, progress))
+    summary, interrupted = asyncio.run(_run_interruptible(runner, progress))
     if not args.quiet:
-        _print_summary(summary, db, sys.stdout)
+        if db is not None:
+            _print_summary(summary, db, sys.stdout)
+        else:
+            print(
+                f"this worker: {summary.pages_this_run} pages in {summary.elapsed:.1f} s,"
+                f" {summary.items} items"
+            )
     return 130 if interrupted else 0
 
 
-async def _run_interruptible(engine: Engine, progress: Progress | None) -> tuple[Summary, bool]:
+class Runner(Protocol):
+    """A crawl the command line runs: a single-process engine, or a Redis crawl's part."""
+
+    settings: Settings
+
+    async def run(self) -> Summary: ...
+
+    def stop(self) -> None: ...
+
+    def snapshot(self) -> Snapshot: ...
+
+
+async def _run_interruptible(engine: Runner, progress: Progress | None) -> tuple[Summary, bool]:
     """Run the engine (and its progress display); Ctrl-C once stops it cleanly, twice
     cancels it."""
     loop = asyncio.get_running_loop()
@@ -264,15 +319,48 @@ def _write_items(form: str, db: sqlite3.Connection, out: TextIO) -> int:
 def _status(args: argparse.Namespace) -> int:
     with closing(open_readonly(args.db)) as db:
         summary = read_summary(db)
-    _print_summary(summary, args.db, sys.stdout)
+        facts = dict(db.execute("SELECT key, value FROM crawl").fetchall())
+    live = _live_redis(facts)
+    state = None
+    if live is not None:  # a crawl kept in Redis, running: its queue is there
+        summary.pages_queued = int(facts.get("redis_queued") or 0) + int(facts["in_flight"])
+        state = "running"
+    elif "redis_crawl" in facts and facts.get("run_state") != "ended":
+        state = "unfinished (run the same crawl to resume; its queue is in Redis)"
+    _print_summary(summary, args.db, sys.stdout, state)
+    if live is not None:
+        print(f"workers: {len(live)} live")
+        for worker in live:
+            print(
+                f"  {worker.get('host')} pid {worker.get('pid')}: {worker.get('pages', 0)} pages,"
+                f" {worker.get('leases', 0)} leases held, last heartbeat"
+                f" {float(worker.get('age', 0)):.1f} s ago"
+            )
     return 0
 
 
-def _print_summary(summary: Summary, db: Path, out: TextIO) -> None:
+LIVE_STALE = 10.0  # seconds: a collector's live state older than this is not live
+
+
+def _live_redis(facts: dict[str, str]) -> list[dict[str, Any]] | None:
+    """The live workers of a running crawl kept in Redis, as its collector last wrote
+    them; None if this is not one."""
+    import json
+    import time
+
+    if "redis_crawl" not in facts or facts.get("run_state") not in ("running", "stopping"):
+        return None
+    if time.time() - float(facts.get("heartbeat") or 0) > LIVE_STALE:
+        return None
+    workers: list[dict[str, Any]] = json.loads(facts.get("redis_workers") or "[]")
+    return workers
+
+
+def _print_summary(summary: Summary, db: Path, out: TextIO, state: str | None = None) -> None:
     lines = [
         f"spider: {summary.spider}",
         f"database: {db}",
-        f"state: {'finished' if summary.finished else 'unfinished (run the same crawl to resume)'}",
+        f"state: {state or _state(summary)}",
         f"done: {summary.pages_done}",
         f"queued: {summary.pages_queued}",
         f"failed: {summary.pages_failed}",
@@ -295,6 +383,10 @@ def _print_summary(summary: Summary, db: Path, out: TextIO) -> None:
             f" ({rate:.0f}/s), peak memory {peak:.0f} MB"
         )
     out.write("\n".join(lines) + "\n")
+
+
+def _state(summary: Summary) -> str:
+    return "finished" if summary.finished else "unfinished (run the same crawl to resume)"
 
 
 def _counts(counts: dict[Any, int]) -> str:
@@ -373,6 +465,7 @@ def _cache(args: argparse.Namespace) -> int:
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "crawl": _crawl,
+    "work": _work,
     "list": _list,
     "export": _export,
     "status": _status,

@@ -238,21 +238,7 @@ class Engine:
 
     def _start_requests(self) -> list[Request]:
         """The spider's start requests, checked before any file is touched."""
-        self.spider.prepare(self.settings)  # its own declarations (rules, sitemap rules)
-        start = list(self.spider.start_requests())
-        if not start:
-            raise UsageError(f"spider {self.spider.name!r} has no start URLs")
-        for request in start:
-            problem = check_url(request.url)
-            if problem:
-                raise UsageError(
-                    f"spider {self.spider.name!r}: start URL {request.url!r}: {problem}"
-                )
-            try:
-                self.parser.check_request(request)
-            except SpiderError as exc:
-                raise UsageError(f"spider {self.spider.name!r}: start request: {exc}") from None
-        return start
+        return start_requests(self.spider, self.settings, self.parser)
 
     async def _fetch_loop(self, step: FetchStep) -> None:
         while (request := await self.frontier.get()) is not None:
@@ -377,3 +363,20 @@ async def closed(spider: Spider, store: Store, crawl: Crawl, summary: Summary) -
         return
     await fire([spider.closed], crawl, summary)  # one that raises is logged
     await store.note("closed", repr(time.time()))
+
+
+def start_requests(spider: Spider, settings: Settings, parser: Parser) -> list[Request]:
+    """The spider's start requests, checked before any file is touched."""
+    spider.prepare(settings)  # its own declarations (rules, sitemap rules)
+    start = list(spider.start_requests())
+    if not start:
+        raise UsageError(f"spider {spider.name!r} has no start URLs")
+    for request in start:
+        problem = check_url(request.url)
+        if problem:
+            raise UsageError(f"spider {spider.name!r}: start URL {request.url!r}: {problem}")
+        try:
+            parser.check_request(request)
+        except SpiderError as exc:
+            raise UsageError(f"spider {spider.name!r}: start request: {exc}") from None
+    return start

@@ -49,6 +49,8 @@ class Settings:
     autothrottle: bool = False  # each host's delay follows its latency (crawler/throttle.py)
     autothrottle_max_delay: float = 60.0
     autothrottle_target_concurrency: float = 1.0
+    crawl_id: str | None = None  # the crawl's name in Redis (default: the spider's name)
+    lease: float = 10.0  # seconds a Redis worker holds a request before it is leased again
 
     @classmethod
     def build(cls, *layers: Mapping[str, Any]) -> Settings:
@@ -133,6 +135,13 @@ def _frontier(key: str, raw: Any) -> str:
     if value == "sqlite" or value.startswith("redis://"):
         return value
     raise UsageError(f"setting {key}={raw!r}: expected sqlite or redis://HOST:PORT/DB")
+
+
+def _crawl_id(key: str, raw: Any) -> str:
+    value = _text(key, raw)
+    if "{" in value or "}" in value or any(c.isspace() for c in value):
+        raise UsageError(f"setting {key}={raw!r}: expected a name without braces or spaces")
+    return value
 
 
 def _pipelines(key: str, raw: Any) -> tuple[Any, ...]:
@@ -234,4 +243,6 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "autothrottle": _bool,
     "autothrottle_max_delay": _float,
     "autothrottle_target_concurrency": _positive_float,
+    "crawl_id": _crawl_id,
+    "lease": _positive_float,
 }

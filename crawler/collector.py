@@ -1,0 +1,174 @@
+"""The collector of a crawl kept in Redis: stores every worker's results in the crawl's
+SQLite file, and says when the crawl is over.
+
+Results come from the crawl's results stream, read in a consumer group. Each batch is
+committed in one transaction, keyed by the pages' fingerprints (a page already stored
+is skipped: crawler/storage/collected.py), and only then acknowledged in Redis. So a
+collector killed at any moment loses nothing (what it had not acknowledged is read
+again) and stores nothing twice. Workers slow down while the stream is full.
+
+The crawl is over when nothing is queued or leased and no result waits: the collector
+marks it "ended" in Redis (the workers exit), and calls the spider's `closed`. On
+`stop()` it marks it "stopped", collects what the workers still finish, and returns; a
+later run resumes the crawl.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from crawler import results, wire
+from crawler.http import Callback, PageResult
+from crawler.redisfrontier import RedisFrontier, Result
+from crawler.spider import Spider
+from crawler.stats import HostState, Snapshot, Stats
+from crawler.storage.collected import commit_collected
+from crawler.storage.sqlite import Store, Summary
+
+log = logging.getLogger(__name__)
+
+GROUP = "collector"  # the results stream's consumer group, and its one consumer
+BATCH = 256  # results at most per transaction
+BLOCK_MS = 200  # how long one read waits for results
+LOOK_EVERY = 0.5  # seconds between two looks at whether the crawl is over
+LIVE_EVERY = 2.0  # seconds between two writes of the live state (status, dashboard)
+STOP_WAIT = 15.0  # seconds at most to collect what workers finish after a stop, past a lease
+
+
+class Collector:
+    """Stores a Redis crawl's results in its SQLite file."""
+
+    def __init__(self, redis: RedisFrontier, store: Store, spider: Spider, max_pages: int) -> None:
+        self.redis = redis
+        self.store = store
+        self.spider = spider
+        self.max_pages = max_pages
+        self.stats = Stats()
+        self.bytes = 0  # body bytes of the pages collected in this run
+        self.skipped = 0  # results stored by an earlier run (delivered again)
+        self._stopping = False
+        self._marking: asyncio.Future[None] | None = None  # the "stopped" mark, being written
+        self._queued = 0
+        self._leased = 0
+        self._started = time.monotonic()
+        self._resolve = _names(spider)
+
+    async def run(self) -> bool:
+        """Collect until the crawl is over (True) or stopped (False)."""
+        self.stats.add(await self.store.stats())
+        await self._collect(again=True)  # delivered to a collector killed before its ack
+        looked = lived = 0.0
+        stopped_at: float | None = None
+        while True:
+            got = await self._collect()
+            now = time.monotonic()
+            if now - lived >= LIVE_EVERY:
+                lived = now
+                await self._record_live("running" if not self._stopping else "stopping")
+            if got or now - looked < LOOK_EVERY:
+                continue
+            looked = now
+            counts = await self.redis.counts()
+            self._queued, self._leased = counts.queued, counts.leased
+            if self._stopping:
+                stopped_at = stopped_at or now
+                if counts.leased == 0 and counts.results == 0:
+                    break
+                if now - stopped_at > self.redis.lease_seconds + STOP_WAIT:
+                    log.warning("%d leases still held; they will be leased again", counts.leased)
+                    break
+            elif counts.results == 0 and await self.redis.done():
+                await self.redis.set_state("ended")
+                await self._collect()
+                await self._record_live("ended")
+                return True
+        await self._record_live("stopped")
+        return False
+
+    def stop(self) -> None:
+        """Stop the crawl for every worker; collect what they still finish."""
+        if not self._stopping:
+            self._stopping = True
+            self._marking = asyncio.ensure_future(self.redis.set_state("stopped"))
+
+    async def _collect(self, *, again: bool = False) -> int:
+        """Read, store and acknowledge one batch of results; how many there were."""
+        block = None if again else BLOCK_MS
+        found = await self.redis.results(GROUP, GROUP, BATCH, block, again=again)
+        if not found:
+            return 0
+        pages = [self._page(result) for result in found]
+        self.skipped += await commit_collected(self.store, pages)
+        await self.redis.ack(GROUP, [result.id for result in found])
+        stats = self.stats
+        for page in pages:
+            if page.skipped:
+                stats.pages_skipped += 1
+            elif page.error:
+                stats.pages_failed += 1
+            elif page.redirected:
+                stats.pages_redirected += 1
+            else:
+                stats.pages_done += 1
+            stats.items += len(page.items)
+            if page.dropped_items:
+                stats.items_dropped.update(reason for _, reason in page.dropped_items)
+            self.bytes += page.size
+        stats.pages_this_run += len(pages)
+        return len(found)
+
+    def _page(self, result: Result) -> PageResult:
+        request = wire.decode(result.request, result.host, self._resolve)
+        return results.decode(result.result, request, result.new)
+
+    async def _record_live(self, state: str) -> None:
+        workers = await self.redis.workers() if state == "running" else []
+        await self.store.record_live(
+            [],
+            {
+                "run_state": state,
+                "run_started": str(time.time() - (time.monotonic() - self._started)),
+                "heartbeat": str(time.time()),
+                "in_flight": str(self._leased if state == "running" else 0),
+                "max_pages": str(self.max_pages),
+                "redis_queued": str(self._queued if state == "running" else 0),
+                "redis_workers": json.dumps(workers),
+            },
+        )
+
+    def snapshot(self) -> Snapshot:
+        """The whole crawl's counters, for the progress display."""
+        stats = self.stats
+        return Snapshot(
+            elapsed=time.monotonic() - self._started,
+            pages_done=stats.pages_done,
+            pages_failed=stats.pages_failed,
+            pages_skipped=stats.pages_skipped,
+            pages_redirected=stats.pages_redirected,
+            queued=self._queued,
+            in_flight=self._leased,
+            items=stats.items,
+            bytes=self.bytes,
+            retries=0,
+            max_pages=self.max_pages,
+            hosts=tuple[HostState, ...](),
+        )
+
+    def summary(self, summary: Summary) -> Summary:
+        """The stored crawl's report, with this run's figures."""
+        summary.elapsed = time.monotonic() - self._started
+        summary.pages_this_run = self.stats.pages_this_run
+        return summary
+
+
+def _names(spider: Spider) -> wire.Resolve:
+    """Callback names as the collector stores them: the spider's methods if it has them."""
+
+    def resolve(name: str | None) -> Callback | None:
+        method = getattr(spider, name, None) if name else None
+        return method if callable(method) else None
+
+    return resolve

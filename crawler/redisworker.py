@@ -1,0 +1,259 @@
+"""A worker's share of a crawl kept in Redis: the `Frontier` the engine runs on in
+`crawler work` (and in `crawler crawl` with FRONTIER=redis://, beside its collector).
+
+Requests come leased from the crawl (crawler/redisfrontier.py), as many as there are
+idle fetch workers, from hosts that are due now; each lease is renewed every third of
+its time while its page is in flight or waiting to be parsed. `commit` finishes each
+page's lease with its result (crawler/results.py) and the links that passed this
+worker's own checks (invalid, off-domain, MAX_DEPTH, seen lately here); Redis admits
+the new ones, and the collector stores the result. A finish under a lost lease is
+refused: another worker has the page, and this result is dropped.
+
+The worker stops when the crawl's state in Redis says so (the collector ended or
+stopped it), or on `stop()` (its own Ctrl-C): pages in flight are finished first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from crawler import results
+from crawler.errors import UsageError
+from crawler.frontier import LocalFrontier
+from crawler.http import PageResult, Request
+from crawler.redisfrontier import Lease, RedisFrontier
+from crawler.robots import SharedRobots
+from crawler.stats import Stats
+from crawler.urls import host_of
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL = 0.1  # seconds between two lease calls while no host is due
+MAX_POLL = 0.5  # at most this long, even when the next host is due later
+TICK = 1.0  # seconds between two looks at the crawl's state, at most
+WAIT_LOG = 10.0  # seconds between two "waiting for the crawl" lines
+
+
+class RedisWork:
+    """A worker process's frontier: leases from Redis, finishes into Redis."""
+
+    def __init__(
+        self,
+        redis: RedisFrontier,
+        admission: LocalFrontier,
+        spider: str,
+        worker: str | None = None,
+    ) -> None:
+        self.redis = redis
+        self._admission = admission  # only its `admit`: this worker's own link checks
+        self.spider = spider
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+        self._queue: asyncio.Queue[Request | None] = asyncio.Queue()
+        self._want = asyncio.Event()  # a fetch worker has become idle
+        self._idle = 0
+        self._held: dict[int, Lease] = {}  # token -> lease, until its page is finished
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+        self._queued = 0  # the crawl's queued requests, as last seen
+        self.pages = 0  # pages this worker finished
+        self.refused = 0  # finishes refused: the lease had been lost
+        self.state = ""  # the crawl's state in Redis, as last seen
+
+    # -- the engine's side --------------------------------------------------------
+
+    async def open(self, start: Sequence[Request]) -> Stats:
+        """Wait for the crawl to exist in Redis (its collector creates it), and check
+        that it is this spider's; `start` is the collector's business."""
+        waited = 0.0
+        while not self._closed:
+            meta = await self.redis.meta()
+            if meta is not None:
+                if meta.spider != self.spider:
+                    raise UsageError(
+                        f"crawl {self.redis.crawl_id!r} in Redis belongs to spider "
+                        f"{meta.spider!r}, not {self.spider!r}"
+                    )
+                self.state = meta.state
+                break
+            if waited % WAIT_LOG < 0.5:
+                log.info("waiting for crawl %r in Redis to start", self.redis.crawl_id)
+            await asyncio.sleep(0.5)
+            waited += 0.5
+        return Stats()
+
+    async def feed(self) -> None:
+        """Lease requests for the idle fetch workers until the crawl ends or stops;
+        renew the leases held, and tell the crawl this worker is alive."""
+        next_tick = 0.0
+        try:
+            while not self._closed:
+                now = time.monotonic()
+                if now >= next_tick:
+                    await self._tick()
+                    next_tick = now + min(TICK, self.redis.lease_seconds / 3)
+                    if self._closed:
+                        break
+                want = self._idle - self._queue.qsize()
+                if want <= 0:
+                    self._want.clear()
+                    await _wait(self._want, next_tick - time.monotonic())
+                    continue
+                leased = await self.redis.lease(self.worker, want)
+                for lease in leased.leases:
+                    request = lease.request
+                    request.key = lease.token
+                    self._held[lease.token] = lease
+                    self._queue.put_nowait(request)
+                if not leased.leases:
+                    pause = IDLE_POLL if leased.wait is None else min(leased.wait, MAX_POLL)
+                    await asyncio.sleep(max(pause, 0.005))
+        finally:
+            self._close()
+            await self.redis.leave(self.worker)
+
+    async def get(self) -> Request | None:
+        """The next leased request; None once the crawl is over or stopped."""
+        if self._closed:
+            return None
+        self._idle += 1
+        self._want.set()
+        try:
+            return await self._queue.get()
+        finally:
+            self._idle -= 1
+
+    def release(self, request: Request, *, network: bool = True) -> None:
+        """Nothing to do here: the host's slot in Redis is freed by the page's finish."""
+
+    async def commit(self, pages: list[PageResult]) -> None:
+        """Finish each page's lease with its result and the links it found."""
+        for page in pages:
+            admission = self._admission.admit(page.requests, page.request)
+            page.requests = admission.accepted
+            page.dropped = admission.dropped
+        await asyncio.gather(*(self._finish(page) for page in pages))
+
+    async def _finish(self, page: PageResult) -> None:
+        token = page.request.key
+        self._held.pop(token, None)
+        answer = await self.redis.finish(token, results.encode(page), page.requests)
+        if answer.ok:
+            self.pages += 1
+            return
+        self.refused += 1
+        log.warning(
+            "%s: lease %d was lost (this worker was too slow, or cut off from Redis);"
+            " another worker has the page, this result is dropped",
+            page.request.url, token,
+        )  # fmt: skip
+
+    def hold(self, url: str, seconds: float) -> None:
+        """Hold the URL's host for every worker (Retry-After)."""
+        self._spawn(self.redis.hold(host_of(url), seconds))
+
+    def learned(self, url: str, crawl_delay: float) -> None:
+        """robots.txt asks for `crawl_delay` between requests: for every worker."""
+        if crawl_delay > 0:
+            self._spawn(self.redis.hold(host_of(url), crawl_delay, "Crawl-delay"))
+
+    def answered(self, url: str, latency: float, status: int) -> None:
+        """AUTOTHROTTLE is per process and not used with Redis (assemble refuses it)."""
+
+    def stop(self) -> None:
+        """Lease nothing more; the pages in flight are still finished."""
+        self._close()
+
+    def busiest(self, count: int) -> list[tuple[str, int, int, str, float]]:
+        """The hosts this worker has pages of in flight (the whole crawl's are in Redis)."""
+        hosts: dict[str, int] = {}
+        for lease in self._held.values():
+            hosts[lease.host] = hosts.get(lease.host, 0) + 1
+        top = sorted(hosts.items(), key=lambda pair: -pair[1])[:count]
+        return [(host, 0, n, "fetching", 0.0) for host, n in top]
+
+    @property
+    def pending(self) -> int:
+        """The crawl's queued requests, as last seen in Redis."""
+        return self._queued
+
+    @property
+    def outstanding(self) -> int:
+        """Leases this worker holds."""
+        return len(self._held)
+
+    # -- inside ---------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        """Renew the leases held; heartbeat; stop if the crawl has ended or stopped."""
+        tokens = list(self._held)
+        if tokens:
+            kept = await self.redis.renew(tokens)
+            lost = [t for t, ok in zip(tokens, kept, strict=True) if not ok and t in self._held]
+            if lost:
+                log.warning("%d leases lost before their pages were done", len(lost))
+        meta = await self.redis.meta()
+        self.state = meta.state if meta is not None else "gone"
+        if self.state in ("ended", "stopped", "gone"):
+            log.info("crawl %r %s: this worker stops", self.redis.crawl_id, self.state)
+            self._close()
+        counts = await self.redis.counts()
+        self._queued = counts.queued
+        await self.redis.heartbeat(
+            self.worker,
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "pages": self.pages,
+                "leases": len(self._held),
+                "refused": self.refused,
+            },
+        )
+
+    def _spawn(self, call: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(call)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        while not self._queue.empty():  # leased, never fetched: they expire and go back
+            request = self._queue.get_nowait()
+            if request is not None:
+                self._held.pop(request.key, None)
+        for _ in range(self._idle):
+            self._queue.put_nowait(None)
+
+
+class RedisRobots(SharedRobots):
+    """robots.txt kept in the crawl's Redis, fetched once per host for every worker."""
+
+    def __init__(self, redis: RedisFrontier, worker: str) -> None:
+        self.redis = redis
+        self.worker = worker
+
+    async def take(self, netloc: str) -> tuple[str | None, bool]:
+        """The host's robots.txt if kept; else whether this worker is to fetch it."""
+        answer = await self.redis.robots(netloc.lower(), self.worker)
+        return answer.text, answer.fetch
+
+    async def put(self, netloc: str, text: str) -> None:
+        """Keep the host's robots.txt for every worker (its one-at-a-time cap lifts)."""
+        await self.redis.set_robots(netloc.lower(), text)
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    if seconds <= 0:
+        return
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        pass
