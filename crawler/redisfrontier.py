@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -275,11 +276,16 @@ class RedisFrontier:
 
 
 def _request_args(requests: Sequence[Request]) -> list[Any]:
+    """ADMIT's argument groups. A `dont_filter` request skips the seen-set (fp b"") and
+    gets a random uid in its blob instead: its identity, kept while it is leased again."""
     args: list[Any] = []
     for r in requests:
         host = host_of(r.url)
-        fp = b"" if r.dont_filter else (r.fp or fingerprint(r.method, r.url, r.body))
-        args += (fp, host, r.priority, wire.encode(r, host))
+        if r.dont_filter:
+            args += (b"", host, r.priority, wire.encode(r, host, os.urandom(16)))
+        else:
+            fp = r.fp or fingerprint(r.method, r.url, r.body)
+            args += (fp, host, r.priority, wire.encode(r, host))
     return args
 
 

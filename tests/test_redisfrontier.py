@@ -135,6 +135,22 @@ async def test_dont_filter_requests_skip_the_seen_set(client: Redis) -> None:
     assert (counts.seen, counts.queued) == (1, 3)
 
 
+async def test_a_dont_filter_request_keeps_its_uid_when_leased_again(client: Redis) -> None:
+    frontier = RedisFrontier(client, "c", per_host=2, delay=0, lease_seconds=0.2)
+    again = Request("http://a.test/x", dont_filter=True)
+    await frontier.admit([again, again])
+    first = (await frontier.lease("w", 2)).leases
+    uids = {lease.request.fp for lease in first}
+    assert len(uids) == 2 and all(len(uid) == 16 for uid in uids)
+    later: list[Lease] = []
+    async with asyncio.timeout(10):
+        while len(later) < 2:  # both leases expire and are handed out again
+            later += (await frontier.lease("other", 2)).leases
+            await asyncio.sleep(0.05)
+    assert {lease.request.fp for lease in later} == uids
+    assert all(lease.request == again for lease in later)
+
+
 async def test_a_page_with_thousands_of_links_finishes_in_one_step(client: Redis) -> None:
     frontier = RedisFrontier(client, "c", per_host=1, delay=0)
     await frontier.admit([Request("http://a.test/")])
