@@ -36,7 +36,7 @@ from redis.backoff import NoBackoff
 from crawler import wire
 from crawler.errors import UsageError
 from crawler.http import Request
-from crawler.redisfrontier import Lease, RedisFrontier
+from crawler.redisfrontier import Lease, RedisFrontier, connect
 
 REDIS = shutil.which("redis-server")
 WORKER = Path(__file__).with_name("redis_worker.py")
@@ -504,6 +504,33 @@ async def test_workers_report_and_old_heartbeats_are_dropped(client: Redis) -> N
     assert [w["worker"] for w in await frontier.workers()] == ["new"]  # "old" deleted
     await frontier.leave("new")
     assert await frontier.workers() == []
+
+
+async def test_connect_answers_with_a_client_or_one_line_naming_the_url(server: Server) -> None:
+    client = await connect(f"redis://127.0.0.1:{server.port}/0")
+    assert await client.ping()
+    await client.aclose()
+    with socket.socket() as refused:  # bound, never listening
+        refused.bind(("127.0.0.1", 0))
+        url = f"redis://127.0.0.1:{refused.getsockname()[1]}/0"
+        with pytest.raises(UsageError) as caught:
+            await connect(url, patience=0.3)
+    assert str(caught.value) == f"FRONTIER={url}: cannot reach Redis (Connection refused)"
+
+
+async def test_connect_refuses_a_malformed_url() -> None:
+    for url, problem in [
+        ("http://127.0.0.1:6379/0", "expected redis://HOST:PORT/N"),
+        ("redis://127.0.0.1:port/0", "the port is not a number from 1 to 65535"),
+        ("redis://127.0.0.1:70000/0", "the port is not a number from 1 to 65535"),
+        ("redis://127.0.0.1:6379/first", "the database 'first' is not a number"),
+        ("redis://:6379/0", "no host: expected redis://HOST:PORT/N"),
+    ]:
+        with pytest.raises(UsageError) as caught:
+            await connect(url, patience=0.3)
+        assert str(caught.value) == f"FRONTIER={url}: {problem}"
+    with pytest.raises(UsageError, match=r"^FRONTIER=redis://u:\*\*\*@127"):
+        await connect("redis://u:secret@127.0.0.1:6379/x")
 
 
 def _worker(server: Server, name: str, *extra: str) -> subprocess.Popen[str]:
