@@ -10,21 +10,31 @@ step. A finish whose lease expired or was superseded is refused and counted; an 
 lease's request goes back to the front of its host's queue (`reap`, which `lease` runs
 too). PER_HOST, DELAY, Crawl-delay and Retry-After hold across every process.
 
+A crawl is created once (`begin`: its spider, MAX_PAGES, whether hosts wait for their
+robots.txt, and the start requests seeded) and joined by every later process; the
+collector sets its state (`set_state`) for the workers to read (`meta`). Workers report
+themselves with `heartbeat`, for `crawler status` (`workers`).
+
 Not imported by the default (SQLite) crawl: it needs the `redis` extra.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import re
+import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
+from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
+from redis.exceptions import AuthenticationError, MaxConnectionsError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from crawler import redislua, wire
@@ -39,7 +49,10 @@ ADMIT_BATCH = 500  # requests per admit script: a script blocks Redis while it r
 PATIENCE = 300.0  # seconds Redis may stay unreachable before a call gives up
 _MAX_BACKOFF = 2.0
 _RESULTS = "results"
-_SCRIPTS = ("ADMIT", "LEASE", "RENEW", "FINISH", "HOLD", "REAP", "ROBOTS", "SET_ROBOTS", "COUNTS")
+_SCRIPTS = (
+    "ADMIT", "LEASE", "RENEW", "FINISH", "HOLD", "REAP", "ROBOTS", "SET_ROBOTS", "COUNTS",
+    "BEGIN", "SET_STATE", "HEARTBEAT", "WORKERS",
+)  # fmt: skip
 
 
 class Lease(NamedTuple):
@@ -59,7 +72,8 @@ class Leased:
     leases: list[Lease]
     stamp: int  # Redis's time of the hand-out, microseconds since the epoch
     wait: float | None  # seconds until the next host is due; None: none is ready
-    reason: str = ""  # "backlog" when nothing is handed out until the collector catches up
+    reason: str = ""  # why nothing was handed out: "backlog" until the collector catches
+    # up, "limit" while finished and leased pages make MAX_PAGES
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +97,34 @@ class Counts:
     finished: int
     refused: int  # finishes under a lost or expired lease
     expired: int  # leases that ran out and were queued again
+    max_pages: int = 0  # the crawl's bound on finished pages (0: none)
+
+    @property
+    def complete(self) -> bool:
+        """Nothing leased, and nothing queued or MAX_PAGES finished: the crawl is done."""
+        if self.leased:
+            return False
+        return self.queued == 0 or 0 < self.max_pages <= self.finished
+
+
+@dataclass(frozen=True, slots=True)
+class Begun:
+    """What `begin` did: created (and seeded) the crawl, or joined it; its token."""
+
+    created: bool
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    """A crawl's metadata in Redis."""
+
+    spider: str
+    token: str  # random, set when the crawl was created: tells one crawl of an id from another
+    state: str  # "running", "stopped" (workers stop), "ended" (workers exit)
+    max_pages: int  # 0: no bound
+    probe: bool  # a host has one request in flight until its robots.txt is known
+    created: float  # Redis's time of the creation, seconds since the epoch
 
 
 class Robots(NamedTuple):
@@ -121,12 +163,73 @@ class RedisFrontier:
         if not crawl_id or "{" in crawl_id or "}" in crawl_id:
             raise UsageError(f"crawl id {crawl_id!r}: expected a non-empty name without braces")
         self.client = client
+        self.crawl_id = crawl_id
         self.prefix = f"crawl:{{{crawl_id}}}:"
         self.lease_seconds = lease_seconds
         self._config = (per_host, round(delay * 1e6), round(lease_seconds * 1e6), max_results)
         self._resolve = resolve
         self._patience = patience
         self._scripts = {name: client.register_script(getattr(redislua, name)) for name in _SCRIPTS}
+
+    async def begin(
+        self, spider: str, start: Sequence[Request], max_pages: int, probe: bool
+    ) -> Begun:
+        """Create the crawl and seed it with `start`, once however many collectors race to;
+        a crawl of the same spider is joined (set running again) as it is. A crawl of
+        another spider under this id is a UsageError."""
+        token = secrets.token_hex(8)
+        first = _request_args(start[:ADMIT_BATCH])
+        reply = await self._run("BEGIN", spider, token, max_pages, int(probe), *first)
+        status, value = _text(reply[0]), _text(reply[1])
+        if status == "other":
+            raise UsageError(
+                f"crawl {self.crawl_id!r} in Redis belongs to spider {value!r}, not {spider!r};"
+                " use -s CRAWL_ID=..."
+            )
+        if status == "created" and len(start) > ADMIT_BATCH:  # the rest in batches
+            await self.admit(start[ADMIT_BATCH:])
+        return Begun(status == "created", value)
+
+    async def meta(self) -> Meta | None:
+        """The crawl's metadata, or None if `begin` has not created it."""
+        raw = await self._retrying(lambda: self.client.hgetall(self.prefix + "meta"))
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        if "spider" not in fields:
+            return None
+        return Meta(
+            fields["spider"], fields.get("token", ""), fields.get("state", ""),
+            int(fields.get("max_pages", 0)), fields.get("probe") == "1",
+            int(fields.get("created", 0)) / 1e6,
+        )  # fmt: skip
+
+    async def set_state(self, state: str) -> None:
+        """Set the crawl "running", "stopped" (workers stop) or "ended" (workers exit);
+        nothing if the crawl does not exist."""
+        await self._run("SET_STATE", state)
+
+    async def heartbeat(self, worker: str, info: Mapping[str, Any]) -> None:
+        """Record that `worker` is alive, with `info` (host, pid, pages done...: anything
+        JSON takes) and Redis's time, for `workers`."""
+        text = json.dumps(dict(info), separators=(",", ":"), default=str)
+        await self._run("HEARTBEAT", worker, text)
+
+    async def workers(self, within: float = 30.0) -> list[dict[str, Any]]:
+        """The info of the workers heard from within `within` seconds, by name, each with
+        its "worker" name, "heartbeat" (seconds since the epoch) and "age" (seconds ago);
+        older entries are deleted."""
+        reply = await self._run("WORKERS", round(within * 1e6))
+        now = int(reply[0])
+        found = []
+        for i in range(1, len(reply), 3):
+            beat = int(reply[i + 1])
+            info = json.loads(reply[i + 2])
+            info.update(worker=_text(reply[i]), heartbeat=beat / 1e6, age=(now - beat) / 1e6)
+            found.append(info)
+        return sorted(found, key=lambda info: str(info["worker"]))
+
+    async def leave(self, worker: str) -> None:
+        """Remove `worker` from the registry (it exits)."""
+        await self._retrying(lambda: self.client.hdel(self.prefix + "workers", worker))
 
     async def admit(self, requests: Sequence[Request]) -> list[bool]:
         """Add requests not seen before to their hosts' queues; for each, whether it was
@@ -185,17 +288,19 @@ class RedisFrontier:
         return Robots(None, kind == "fetch")
 
     async def set_robots(self, host: str, text: str) -> None:
-        """Store the host's robots.txt for every process of the crawl."""
+        """Store the host's robots.txt for every process of the crawl (store "" for one
+        that is missing or failed): the host is known now, and with `probe` its other
+        requests may go out."""
         await self._run("SET_ROBOTS", host, text)
 
     async def counts(self) -> Counts:
-        """Queued, leased, seen, results waiting, and the finish and lease counters."""
+        """Queued, leased, seen, results waiting, the finish and lease counters, and
+        MAX_PAGES."""
         return Counts(*(int(v) for v in await self._run("COUNTS")))
 
     async def done(self) -> bool:
-        """Whether nothing is queued or leased."""
-        counts = await self.counts()
-        return counts.queued == 0 and counts.leased == 0
+        """Whether nothing is leased, and nothing queued or MAX_PAGES pages finished."""
+        return (await self.counts()).complete
 
     async def results(
         self, group: str, consumer: str, count: int = 100, block_ms: int | None = None,
@@ -274,12 +379,103 @@ class RedisFrontier:
             return result
 
 
+async def connect(url: str, patience: float = 5.0) -> Redis:
+    """A client of the Redis at `url` (redis://HOST:PORT/N), once it answers PING. A
+    malformed URL, or a Redis that does not answer within `patience` seconds, is a
+    UsageError of one line naming the URL."""
+    shown = _shown(url)
+    problem = _url_problem(url)
+    if problem:
+        raise UsageError(f"FRONTIER={shown}: {problem}")
+    try:
+        client = Redis.from_url(url)
+    except ValueError as exc:
+        raise UsageError(f"FRONTIER={shown}: {exc}") from None
+    try:
+        async with asyncio.timeout(patience):
+            await _ping(client, patience)
+    except (RedisError, OSError, TimeoutError) as exc:
+        await client.aclose()
+        raise UsageError(f"FRONTIER={shown}: cannot reach Redis ({_reason(exc)})") from exc
+    except (TypeError, ValueError) as exc:  # a query option the client does not take
+        await client.aclose()
+        raise UsageError(f"FRONTIER={shown}: an option Redis does not take ({exc})") from None
+    except BaseException:
+        await client.aclose()
+        raise
+    return client
+
+
+async def _ping(client: Redis, patience: float) -> None:
+    """PING until it is answered, through refusals (a Redis still starting)."""
+    deadline = time.monotonic() + patience
+    pause = 0.05
+    while True:
+        try:
+            await client.ping()
+            return
+        except AuthenticationError:
+            raise
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            if time.monotonic() + pause > deadline:
+                raise
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, _MAX_BACKOFF)
+
+
+def _url_problem(url: str) -> str:
+    """What is wrong with a Redis URL ("" if nothing)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        return "expected redis://HOST:PORT/N"
+    try:
+        port = parts.port
+    except ValueError:
+        return "the port is not a number from 1 to 65535"
+    if not parts.hostname:
+        return "no host: expected redis://HOST:PORT/N"
+    if port == 0:
+        return "the port is not a number from 1 to 65535"
+    if not re.fullmatch(r"/?|/\d+", parts.path):
+        return f"the database {parts.path[1:]!r} is not a number"
+    return ""
+
+
+def _shown(url: str) -> str:
+    """The URL with its password hidden."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _reason(exc: BaseException) -> str:
+    """The cause of a failed connection in a few words."""
+    if isinstance(exc, TimeoutError) and not isinstance(exc, RedisError):
+        return "no answer"
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno and cause.errno > 0:
+            return os.strerror(cause.errno)  # "Connection refused", not asyncio's wording
+        if isinstance(cause, OSError) and cause.strerror:
+            return str(cause.strerror)
+        cause = cause.__cause__ or cause.__context__
+    text = str(exc).rstrip(".")
+    return text.rsplit(". ", 1)[-1] if ". " in text else text or type(exc).__name__
+
+
 def _request_args(requests: Sequence[Request]) -> list[Any]:
+    """ADMIT's argument groups. A `dont_filter` request skips the seen-set (fp b"") and
+    gets a random uid in its blob instead: its identity, kept while it is leased again."""
     args: list[Any] = []
     for r in requests:
         host = host_of(r.url)
-        fp = b"" if r.dont_filter else (r.fp or fingerprint(r.method, r.url, r.body))
-        args += (fp, host, r.priority, wire.encode(r, host))
+        if r.dont_filter:
+            args += (b"", host, r.priority, wire.encode(r, host, os.urandom(16)))
+        else:
+            fp = r.fp or fingerprint(r.method, r.url, r.body)
+            args += (fp, host, r.priority, wire.encode(r, host))
     return args
 
 

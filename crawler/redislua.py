@@ -12,7 +12,7 @@ bound on results waiting for the collector (0: none). The clock is Redis's own
     ready           ZSET host -> when it may next be served: hosts with pending requests
                     and a free slot
     host:<host>     HASH: inflight, last (hand-out time), delay (Crawl-delay), held
-                    (Retry-After), reason
+                    (Retry-After), reason, known (1 once its robots.txt is stored)
     fence           counter: each lease's fencing token
     leases          ZSET token -> expiry
     lease:<token>   HASH: host, prio, req (the request), worker
@@ -21,6 +21,10 @@ bound on results waiting for the collector (0: none). The clock is Redis's own
     results         STREAM: token, host, request, result, new (count) per finished page
     stats           HASH: queued, finished, refused, expired
     robots          HASH host -> robots.txt; robots:<host> the fetcher's lock
+    meta            HASH: spider, token, created (Redis time), state (running, stopped,
+                    ended), max_pages (0: no bound), probe (1: one request of a host in
+                    flight until its robots.txt is known)
+    workers         HASH worker -> "<heartbeat time> <JSON the worker sent>"
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ local clock = redis.call('TIME')
 local NOW = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local STAMP = clock[1] .. string.format('%06d', tonumber(clock[2]))
 local READY, STATS, LEASES = P .. 'ready', P .. 'stats', P .. 'leases'
+local META = P .. 'meta'
+local PROBE = redis.call('HGET', META, 'probe') == '1'
 local FINISHED, KEEP_FINISHED = P .. 'finished', 120000000
 
 local function hkey(host) return P .. 'host:' .. host end
@@ -43,10 +49,13 @@ local function qkey(host, prio) return P .. 'q:' .. host .. ':' .. prio end
 
 -- A host is in `ready` while it has pending requests and a free slot, scored by the
 -- time it may next be served: DELAY (or its Crawl-delay) after its last hand-out, and
--- not before its Retry-After hold.
+-- not before its Retry-After hold. With PROBE its slots are one until its robots.txt
+-- is known, so that one request fetches it before the others go out.
 local function schedule(host)
-  local h = redis.call('HMGET', hkey(host), 'inflight', 'last', 'delay', 'held')
-  if (tonumber(h[1]) or 0) >= PER_HOST or redis.call('EXISTS', pkey(host)) == 0 then
+  local h = redis.call('HMGET', hkey(host), 'inflight', 'last', 'delay', 'held', 'known')
+  local cap = PER_HOST
+  if PROBE and h[5] ~= '1' then cap = 1 end
+  if (tonumber(h[1]) or 0) >= cap or redis.call('EXISTS', pkey(host)) == 0 then
     redis.call('ZREM', READY, host)
     return
   end
@@ -114,9 +123,10 @@ end
 ADMIT = _PRELUDE + "return admit(5)\n"
 
 # ARGV[5] worker, ARGV[6] how many. Returns {status, stamp, wait, token, host, request, ...}:
-# status "ok" or "backlog" (too many results wait for the collector), stamp the Redis time
-# (microseconds, a string), wait the microseconds until the next host is due (-1: none is
-# ready, every host with pending requests is at its PER_HOST cap, or none has any).
+# status "ok", "backlog" (too many results wait for the collector) or "limit" (finished and
+# leased pages make the crawl's max_pages), stamp the Redis time (microseconds, a string),
+# wait the microseconds until the next host is due (-1: none is ready, every host with
+# pending requests is at its cap, or none has any).
 LEASE = (
     _PRELUDE
     + """
@@ -124,8 +134,15 @@ reap(100)
 if BOUND > 0 and redis.call('XLEN', P .. 'results') >= BOUND then
   return {'backlog', STAMP, -1}
 end
-local out = {'ok', STAMP, -1}
 local want, got = tonumber(ARGV[6]), 0
+local limit = tonumber(redis.call('HGET', META, 'max_pages')) or 0
+if limit > 0 then
+  local left = limit - (tonumber(redis.call('HGET', STATS, 'finished')) or 0)
+               - redis.call('ZCARD', LEASES)
+  if left <= 0 then return {'limit', STAMP, -1} end
+  want = math.min(want, left)
+end
+local out = {'ok', STAMP, -1}
 while got < want do
   local hosts = redis.call('ZRANGE', READY, '-inf', NOW, 'BYSCORE', 'LIMIT', 0, want - got)
   if #hosts == 0 then break end
@@ -241,23 +258,89 @@ return {'wait'}
 """
 )
 
-# ARGV[5] host, ARGV[6] robots.txt: stored for every process, the lock released.
+# ARGV[5] host, ARGV[6] robots.txt: stored for every process, the lock released, the host
+# known (with PROBE its other requests are ready at once).
 SET_ROBOTS = (
     _PRELUDE
     + """
 redis.call('HSET', P .. 'robots', ARGV[5], ARGV[6])
 redis.call('DEL', P .. 'robots:' .. ARGV[5])
+redis.call('HSET', hkey(ARGV[5]), 'known', 1)
+schedule(ARGV[5])
 return 1
 """
 )
 
-# Returns {queued, leased, seen, results, finished, refused, expired}.
+# ARGV[5] spider, ARGV[6] a new token, ARGV[7] max_pages, ARGV[8] probe (1 or 0), ARGV[9..]
+# start requests as for admit. A new crawl is created and seeded: {"created", token}. One
+# of the same spider is set running again: {"joined", its token}. Another spider's crawl is
+# left alone: {"other", its spider}.
+BEGIN = (
+    _PRELUDE
+    + """
+local m = redis.call('HMGET', META, 'spider', 'token')
+if m[1] then
+  if m[1] ~= ARGV[5] then return {'other', m[1]} end
+  redis.call('HSET', META, 'state', 'running')
+  return {'joined', m[2]}
+end
+redis.call('HSET', META, 'spider', ARGV[5], 'token', ARGV[6], 'created', STAMP,
+           'state', 'running', 'max_pages', ARGV[7], 'probe', ARGV[8])
+PROBE = ARGV[8] == '1'
+admit(9)
+return {'created', ARGV[6]}
+"""
+)
+
+# ARGV[5] state. 1 if set, 0 if the crawl has no metadata (nothing is created).
+SET_STATE = (
+    _PRELUDE
+    + """
+if redis.call('EXISTS', META) == 0 then return 0 end
+redis.call('HSET', META, 'state', ARGV[5])
+return 1
+"""
+)
+
+# ARGV[5] worker, ARGV[6] its JSON: stored with Redis's time. Returns the stamp.
+HEARTBEAT = (
+    _PRELUDE
+    + """
+redis.call('HSET', P .. 'workers', ARGV[5], STAMP .. ' ' .. ARGV[6])
+return STAMP
+"""
+)
+
+# ARGV[5] microseconds. Returns {stamp, worker, heartbeat, JSON, ...} of the workers seen
+# within that span; the others are deleted. O(workers registered).
+WORKERS = (
+    _PRELUDE
+    + """
+local key = P .. 'workers'
+local all = redis.call('HGETALL', key)
+local out = {STAMP}
+for i = 1, #all, 2 do
+  local space = string.find(all[i + 1], ' ', 1, true)
+  local beat = tonumber(string.sub(all[i + 1], 1, space - 1))
+  if NOW - beat > tonumber(ARGV[5]) then
+    redis.call('HDEL', key, all[i])
+  else
+    out[#out + 1] = all[i]
+    out[#out + 1] = string.sub(all[i + 1], 1, space - 1)
+    out[#out + 1] = string.sub(all[i + 1], space + 1)
+  end
+end
+return out
+"""
+)
+
+# Returns {queued, leased, seen, results, finished, refused, expired, max_pages}.
 COUNTS = (
     _PRELUDE
     + """
 local s = redis.call('HMGET', STATS, 'queued', 'finished', 'refused', 'expired')
 return {tonumber(s[1]) or 0, redis.call('ZCARD', LEASES), redis.call('SCARD', P .. 'seen'),
         redis.call('XLEN', P .. 'results'), tonumber(s[2]) or 0, tonumber(s[3]) or 0,
-        tonumber(s[4]) or 0}
+        tonumber(s[4]) or 0, tonumber(redis.call('HGET', META, 'max_pages')) or 0}
 """
 )

@@ -9,6 +9,7 @@ return), so the per-host checks do not depend on how fast the machine is.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import logging
@@ -33,8 +34,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from crawler import wire
+from crawler.errors import UsageError
 from crawler.http import Request
-from crawler.redisfrontier import Lease, RedisFrontier
+from crawler.redisfrontier import Lease, RedisFrontier, connect
 
 REDIS = shutil.which("redis-server")
 WORKER = Path(__file__).with_name("redis_worker.py")
@@ -133,6 +135,22 @@ async def test_dont_filter_requests_skip_the_seen_set(client: Redis) -> None:
     assert await frontier.admit([Request("http://a.test/x")]) == [True]
     counts = await frontier.counts()
     assert (counts.seen, counts.queued) == (1, 3)
+
+
+async def test_a_dont_filter_request_keeps_its_uid_when_leased_again(client: Redis) -> None:
+    frontier = RedisFrontier(client, "c", per_host=2, delay=0, lease_seconds=0.2)
+    again = Request("http://a.test/x", dont_filter=True)
+    await frontier.admit([again, again])
+    first = (await frontier.lease("w", 2)).leases
+    uids = {lease.request.fp for lease in first}
+    assert len(uids) == 2 and all(len(uid) == 16 for uid in uids)
+    later: list[Lease] = []
+    async with asyncio.timeout(10):
+        while len(later) < 2:  # both leases expire and are handed out again
+            later += (await frontier.lease("other", 2)).leases
+            await asyncio.sleep(0.05)
+    assert {lease.request.fp for lease in later} == uids
+    assert all(lease.request == again for lease in later)
 
 
 async def test_a_page_with_thousands_of_links_finishes_in_one_step(client: Redis) -> None:
@@ -375,6 +393,144 @@ async def test_robots_txt_is_fetched_by_one_process_and_read_by_all(client: Redi
     await frontier.set_robots("a.test", "User-agent: *\nDisallow: /private")
     again = await asyncio.gather(*(frontier.robots("a.test", f"w{i}") for i in range(6)))
     assert {claim.text for claim in again} == {"User-agent: *\nDisallow: /private"}
+
+
+async def test_a_crawl_is_created_and_seeded_once_however_many_begin_it(client: Redis) -> None:
+    start = [*pages("a.test", 3), Request("http://a.test/again", dont_filter=True)]
+
+    async def begin(n: int) -> tuple[bool, str]:
+        frontier = RedisFrontier(client, "c", per_host=4, delay=0)
+        begun = await frontier.begin("tree", start, max_pages=0, probe=False)
+        return begun.created, begun.token
+
+    assert await RedisFrontier(client, "c", 4, 0).meta() is None
+    begun = await asyncio.gather(*(begin(n) for n in range(8)))
+    assert sum(created for created, _ in begun) == 1
+    assert len({token for _, token in begun}) == 1
+    frontier = RedisFrontier(client, "c", per_host=4, delay=0)
+    counts = await frontier.counts()
+    assert (counts.queued, counts.seen) == (4, 3)
+    meta = await frontier.meta()
+    assert meta is not None and (meta.spider, meta.token, meta.state) == (
+        "tree",
+        begun[0][1],
+        "running",
+    )
+    assert (meta.max_pages, meta.probe) == (0, False) and meta.created > 1e9
+
+
+async def test_a_crawl_of_another_spider_is_refused_and_states_are_kept(client: Redis) -> None:
+    frontier = RedisFrontier(client, "c", per_host=4, delay=0)
+    await frontier.set_state("stopped")  # no crawl yet: nothing is created
+    assert await frontier.meta() is None
+    first = await frontier.begin("tree", pages("a.test", 2), max_pages=7, probe=True)
+    with pytest.raises(
+        UsageError, match="crawl 'c' in Redis belongs to spider 'tree', not 'other'"
+    ):
+        await frontier.begin("other", pages("b.test", 2), max_pages=0, probe=False)
+    await frontier.set_state("stopped")
+    meta = await frontier.meta()
+    assert meta is not None and (meta.state, meta.max_pages, meta.probe) == ("stopped", 7, True)
+    again = await frontier.begin("tree", pages("a.test", 5), max_pages=0, probe=False)
+    assert (again.created, again.token) == (False, first.token)
+    meta = await frontier.meta()
+    assert meta is not None and (meta.state, meta.max_pages) == ("running", 7)
+    assert (await frontier.counts()).queued == 2  # joined: not seeded again
+    await frontier.set_state("ended")
+    assert (await frontier.meta()) == dataclasses.replace(meta, state="ended")
+
+
+async def test_max_pages_bounds_the_pages_finished_across_workers(client: Redis) -> None:
+    frontier = RedisFrontier(client, "c", per_host=4, delay=0)
+    hosts = ("a.test", "b.test", "c.test", "d.test")
+    await frontier.begin("tree", [r for h in hosts for r in pages(h, 5)], 5, probe=False)
+    reasons = set()
+
+    async def worker(name: str) -> int:
+        mine = RedisFrontier(client, "c", per_host=4, delay=0)
+        finished = 0
+        for _ in range(100):
+            got = await mine.lease(name, 3)
+            reasons.add(got.reason)
+            for lease in got.leases:
+                await asyncio.sleep(random.uniform(0, 0.005))
+                finished += (await mine.finish(lease.token, b"")).ok
+            if not got.leases and await mine.done():
+                return finished
+            await asyncio.sleep(0.001)
+        raise AssertionError("never done")
+
+    async with asyncio.timeout(30):
+        finished = await asyncio.gather(worker("w1"), worker("w2"))
+    assert sum(finished) == 5
+    counts = await frontier.counts()
+    assert (counts.finished, counts.queued, counts.leased, counts.max_pages) == (5, 15, 0, 5)
+    assert counts.complete and await frontier.done()
+    assert (await frontier.lease("w3", 10)).reason == "limit" and "limit" in reasons
+
+
+async def test_with_probe_a_host_sends_one_request_until_its_robots_txt_is_known(
+    client: Redis,
+) -> None:
+    frontier = RedisFrontier(client, "c", per_host=4, delay=0)
+    await frontier.begin("tree", pages("a.test", 10), max_pages=0, probe=True)
+    first = await frontier.lease("w", 10)
+    assert len(first.leases) == 1
+    assert (await frontier.lease("w", 10)).leases == []
+    await frontier.set_robots("a.test", "User-agent: *\nAllow: /")
+    more = await frontier.lease("w", 10)
+    assert len(more.leases) == 3  # four in flight: PER_HOST
+    await frontier.finish(first.leases[0].token, b"")
+    assert len((await frontier.lease("w", 10)).leases) == 1
+
+
+async def test_without_probe_a_host_gets_per_host_from_the_start(client: Redis) -> None:
+    frontier = RedisFrontier(client, "c", per_host=4, delay=0)
+    await frontier.begin("tree", pages("a.test", 10), max_pages=0, probe=False)
+    assert len((await frontier.lease("w", 10)).leases) == 4
+
+
+async def test_workers_report_and_old_heartbeats_are_dropped(client: Redis) -> None:
+    frontier = RedisFrontier(client, "c", per_host=4, delay=0)
+    await frontier.heartbeat("old", {"host": "m1", "pid": 10, "pages": 3})
+    await asyncio.sleep(0.3)
+    await frontier.heartbeat("new", {"host": "m2", "pid": 20, "pages": 5, "leases": [1, 2]})
+    both = await frontier.workers()
+    assert [w["worker"] for w in both] == ["new", "old"]
+    assert both[0]["pages"] == 5 and both[0]["leases"] == [1, 2] and both[1]["pid"] == 10
+    assert both[1]["age"] >= 0.3 > both[0]["age"] >= 0
+    assert both[1]["heartbeat"] < both[0]["heartbeat"] < time.time() + 5
+    assert [w["worker"] for w in await frontier.workers(within=0.2)] == ["new"]
+    assert [w["worker"] for w in await frontier.workers()] == ["new"]  # "old" deleted
+    await frontier.leave("new")
+    assert await frontier.workers() == []
+
+
+async def test_connect_answers_with_a_client_or_one_line_naming_the_url(server: Server) -> None:
+    client = await connect(f"redis://127.0.0.1:{server.port}/0")
+    assert await client.ping()
+    await client.aclose()
+    with socket.socket() as refused:  # bound, never listening
+        refused.bind(("127.0.0.1", 0))
+        url = f"redis://127.0.0.1:{refused.getsockname()[1]}/0"
+        with pytest.raises(UsageError) as caught:
+            await connect(url, patience=0.3)
+    assert str(caught.value) == f"FRONTIER={url}: cannot reach Redis (Connection refused)"
+
+
+async def test_connect_refuses_a_malformed_url() -> None:
+    for url, problem in [
+        ("http://127.0.0.1:6379/0", "expected redis://HOST:PORT/N"),
+        ("redis://127.0.0.1:port/0", "the port is not a number from 1 to 65535"),
+        ("redis://127.0.0.1:70000/0", "the port is not a number from 1 to 65535"),
+        ("redis://127.0.0.1:6379/first", "the database 'first' is not a number"),
+        ("redis://:6379/0", "no host: expected redis://HOST:PORT/N"),
+    ]:
+        with pytest.raises(UsageError) as caught:
+            await connect(url, patience=0.3)
+        assert str(caught.value) == f"FRONTIER={url}: {problem}"
+    with pytest.raises(UsageError, match=r"^FRONTIER=redis://u:\*\*\*@127"):
+        await connect("redis://u:secret@127.0.0.1:6379/x")
 
 
 def _worker(server: Server, name: str, *extra: str) -> subprocess.Popen[str]:

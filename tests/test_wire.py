@@ -40,6 +40,28 @@ def test_every_field_survives_the_round_trip() -> None:
     assert wire.decode(blob, "b.test:8443", resolve) == request
 
 
+def test_cookies_of_either_shape_survive_the_round_trip() -> None:
+    for cookies in (
+        {"session": "s1", "lang": "en"},
+        [{"name": "session", "value": "s1", "domain": "a.test", "path": "/"}],
+    ):
+        request = Request("http://a.test/", SPIDER.parse, cookies=cookies)
+        decoded = wire.decode(wire.encode(request, "a.test"), "a.test", resolve)
+        assert decoded == request and decoded.cookies == cookies
+    plain = wire.decode(wire.encode(Request("http://a.test/"), "a.test"), "a.test")
+    assert plain.cookies is None
+
+
+def test_a_dont_filter_request_keeps_its_uid_as_its_fp() -> None:
+    uid = bytes(range(16))
+    request = Request("http://a.test/again", dont_filter=True)
+    blob = wire.encode(request, "a.test", uid)
+    decoded = wire.decode(blob, "a.test")
+    assert decoded == request and decoded.fp == uid
+    assert wire.decode(wire.encode(request, "a.test"), "a.test").fp == b""
+    assert len(blob) - len(wire.encode(request, "a.test")) < 40  # the uid and defaults before it
+
+
 def test_a_url_not_of_the_queue_host_is_kept_whole() -> None:
     for url, host in [
         ("http://A.test/x", "a.test"),  # not yet lower-cased
