@@ -68,7 +68,7 @@ class Collector:
             if now - lived >= LIVE_EVERY:
                 lived = now
                 await self._record_live("running" if not self._stopping else "stopping")
-            if got or now - looked < LOOK_EVERY:
+            if now - looked < LOOK_EVERY:
                 continue
             looked = now
             counts = await self.redis.counts()
@@ -80,7 +80,7 @@ class Collector:
                 if now - stopped_at > self.redis.lease_seconds + STOP_WAIT:
                     log.warning("%d leases still held; they will be leased again", counts.leased)
                     break
-            elif counts.results == 0 and await self.redis.done():
+            elif not got and counts.results == 0 and counts.complete:
                 await self.redis.set_state("ended")
                 await self._collect()
                 await self._record_live("ended")
