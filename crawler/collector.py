@@ -71,6 +71,7 @@ class Collector:
             if now - looked < LOOK_EVERY:
                 continue
             looked = now
+            await self.redis.reap()  # a killed worker's leases, even if no worker leases now
             counts = await self.redis.counts()
             self._queued, self._leased = counts.queued, counts.leased
             if self._stopping:
