@@ -53,6 +53,8 @@ class Collector:
         self._marking: asyncio.Future[None] | None = None  # the "stopped" mark, being written
         self._queued = 0
         self._leased = 0
+        self._refused = 0  # finishes under a lost lease, over the whole crawl
+        self._expired = 0  # leases that ran out (a worker killed, or cut off) and went back
         self._started = time.monotonic()
         self._resolve = _names(spider)
 
@@ -74,6 +76,7 @@ class Collector:
             await self.redis.reap()  # a killed worker's leases, even if no worker leases now
             counts = await self.redis.counts()
             self._queued, self._leased = counts.queued, counts.leased
+            self._refused, self._expired = counts.refused, counts.expired
             if self._stopping:
                 stopped_at = stopped_at or now
                 if counts.leased == 0 and counts.results == 0:
@@ -84,6 +87,7 @@ class Collector:
             elif not got and counts.results == 0 and counts.complete:
                 await self.redis.set_state("ended")
                 await self._collect()
+                self._leased = 0
                 await self._record_live("ended")
                 return True
         await self._record_live("stopped")
@@ -137,6 +141,8 @@ class Collector:
                 "max_pages": str(self.max_pages),
                 "redis_queued": str(self._queued if state == "running" else 0),
                 "redis_workers": json.dumps(workers),
+                "redis_refused": str(self._refused),
+                "redis_expired": str(self._expired),
             },
         )
 

@@ -69,21 +69,22 @@ class RedisWork:
     # -- the engine's side --------------------------------------------------------
 
     async def open(self, start: Sequence[Request]) -> Stats:
-        """Wait for the crawl to exist in Redis (its collector creates it), and check
-        that it is this spider's; `start` is the collector's business."""
+        """Wait for the crawl to exist in Redis and run (its collector creates or resumes
+        it), and check that it is this spider's; `start` is the collector's business."""
         waited = 0.0
         while not self._closed:
             meta = await self.redis.meta()
-            if meta is not None:
-                if meta.spider != self.spider:
-                    raise UsageError(
-                        f"crawl {self.redis.crawl_id!r} in Redis belongs to spider "
-                        f"{meta.spider!r}, not {self.spider!r}"
-                    )
+            if meta is not None and meta.spider != self.spider:
+                raise UsageError(
+                    f"crawl {self.redis.crawl_id!r} in Redis belongs to spider "
+                    f"{meta.spider!r}, not {self.spider!r}"
+                )
+            if meta is not None and meta.state != "stopped":
                 self.state = meta.state
                 break
             if waited % WAIT_LOG < 0.5:
-                log.info("waiting for crawl %r in Redis to start", self.redis.crawl_id)
+                what = "start" if meta is None else "be resumed"
+                log.info("waiting for crawl %r in Redis to %s", self.redis.crawl_id, what)
             await asyncio.sleep(0.5)
             waited += 0.5
         return Stats()
