@@ -328,6 +328,11 @@ def _status(args: argparse.Namespace) -> int:
     elif "redis_crawl" in facts and facts.get("run_state") != "ended":
         state = "unfinished (run the same crawl to resume; its queue is in Redis)"
     _print_summary(summary, args.db, sys.stdout, state)
+    if "redis_crawl" in facts:
+        print(
+            f"leases expired: {facts.get('redis_expired', 0)},"
+            f" late finishes refused: {facts.get('redis_refused', 0)}"
+        )
     if live is not None:
         print(f"workers: {len(live)} live")
         for worker in live:

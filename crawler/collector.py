@@ -53,6 +53,8 @@ class Collector:
         self._marking: asyncio.Future[None] | None = None  # the "stopped" mark, being written
         self._queued = 0
         self._leased = 0
+        self._refused = 0  # finishes under a lost lease, over the whole crawl
+        self._expired = 0  # leases that ran out (a worker killed, or cut off) and went back
         self._started = time.monotonic()
         self._resolve = _names(spider)
 
@@ -68,11 +70,13 @@ class Collector:
             if now - lived >= LIVE_EVERY:
                 lived = now
                 await self._record_live("running" if not self._stopping else "stopping")
-            if got or now - looked < LOOK_EVERY:
+            if now - looked < LOOK_EVERY:
                 continue
             looked = now
+            await self.redis.reap()  # a killed worker's leases, even if no worker leases now
             counts = await self.redis.counts()
             self._queued, self._leased = counts.queued, counts.leased
+            self._refused, self._expired = counts.refused, counts.expired
             if self._stopping:
                 stopped_at = stopped_at or now
                 if counts.leased == 0 and counts.results == 0:
@@ -80,9 +84,10 @@ class Collector:
                 if now - stopped_at > self.redis.lease_seconds + STOP_WAIT:
                     log.warning("%d leases still held; they will be leased again", counts.leased)
                     break
-            elif counts.results == 0 and await self.redis.done():
+            elif not got and counts.results == 0 and counts.complete:
                 await self.redis.set_state("ended")
                 await self._collect()
+                self._leased = 0
                 await self._record_live("ended")
                 return True
         await self._record_live("stopped")
@@ -136,6 +141,8 @@ class Collector:
                 "max_pages": str(self.max_pages),
                 "redis_queued": str(self._queued if state == "running" else 0),
                 "redis_workers": json.dumps(workers),
+                "redis_refused": str(self._refused),
+                "redis_expired": str(self._expired),
             },
         )
 

@@ -121,7 +121,8 @@ class RedisWorker:
 
     def snapshot(self) -> Snapshot:
         """This worker's counters."""
-        assert self.engine is not None
+        if self.engine is None:  # still connecting
+            return _nothing_yet(self.settings)
         return self.engine.snapshot()
 
 
@@ -252,6 +253,10 @@ class RedisCrawl:
 
     def snapshot(self) -> Snapshot:
         """The whole crawl's counters."""
-        if self.collector is None:
-            return Snapshot(0.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, self.settings.max_pages, ())
+        if self.collector is None:  # still connecting
+            return _nothing_yet(self.settings)
         return self.collector.snapshot()
+
+
+def _nothing_yet(settings: Settings) -> Snapshot:
+    return Snapshot(0.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, settings.max_pages, ())

@@ -241,9 +241,10 @@ class RedisFrontier:
             new.extend(bool(flag) for flag in flags)
         return new
 
-    async def lease(self, worker: str, n: int) -> Leased:
-        """Up to `n` requests of hosts due now, each under its own lease."""
-        reply = await self._run("LEASE", worker, n)
+    async def lease(self, worker: str, n: int, released: Sequence[int] = ()) -> Leased:
+        """Up to `n` requests of hosts due now, each under its own lease; first, the
+        host slots of the `released` leases (their fetches are over) are freed."""
+        reply = await self._run("LEASE", worker, n, *released)
         status, stamp, wait = _text(reply[0]), int(reply[1]), int(reply[2])
         leases = []
         for i in range(3, len(reply), 3):
@@ -265,10 +266,26 @@ class RedisFrontier:
     ) -> Finished:
         """Record a page's result for the collector, admit the requests it found and free
         its host slot, if lease `token` still holds; else refuse (and count it)."""
-        reply = await self._run("FINISH", token, result, *_request_args(new_requests))
-        status, stamp = _text(reply[0]), int(reply[1])
-        return Finished(status in ("ok", "again"), stamp, [bool(f) for f in reply[2:]],
-                        status == "again")  # fmt: skip
+        return _finished(await self._run("FINISH", token, result, *_request_args(new_requests)))
+
+    async def finish_many(
+        self, pages: Sequence[tuple[int, bytes, Sequence[Request]]]
+    ) -> list[Finished]:
+        """`finish` for each (token, result, new requests), in one round trip (a pipeline
+        of the scripts, each one still atomic). Sent again whole after a lost reply: a
+        finish that had gone through answers "again"."""
+        script = self._scripts["FINISH"]
+        calls = [
+            [*self._config, token, result, *_request_args(new)] for token, result, new in pages
+        ]
+
+        async def send() -> list[Any]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for args in calls:
+                    await script(keys=[self.prefix], args=args, client=pipe)
+                return await pipe.execute()
+
+        return [_finished(reply) for reply in await self._retrying(send)]
 
     async def hold(self, host: str, seconds: float, reason: str = "Retry-After") -> None:
         """Hand out nothing of `host` for `seconds` from now; with reason "Crawl-delay",
@@ -477,6 +494,12 @@ def _request_args(requests: Sequence[Request]) -> list[Any]:
             fp = r.fp or fingerprint(r.method, r.url, r.body)
             args += (fp, host, r.priority, wire.encode(r, host))
     return args
+
+
+def _finished(reply: Any) -> Finished:
+    status, stamp = _text(reply[0]), int(reply[1])
+    flags = [bool(flag) for flag in reply[2:]]
+    return Finished(status in ("ok", "again"), stamp, flags, status == "again")
 
 
 def _text(value: Any) -> str:

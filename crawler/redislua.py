@@ -98,15 +98,26 @@ local function admit(first)
   return out
 end
 
+-- A lease whose fetch is over frees its host slot (once), though its page is not
+-- finished yet: PER_HOST counts requests in flight to the host, as in one process.
+local function free(token)
+  local lk = P .. 'lease:' .. token
+  local host = redis.call('HGET', lk, 'host')
+  if host and redis.call('HSETNX', lk, 'freed', 1) == 1 then
+    redis.call('HINCRBY', hkey(host), 'inflight', -1)
+    schedule(host)
+  end
+end
+
 -- A lease's request back to the front of its host's queue; its slot freed.
 local function requeue(token)
   local lk = P .. 'lease:' .. token
-  local l = redis.call('HMGET', lk, 'host', 'prio', 'req')
+  local l = redis.call('HMGET', lk, 'host', 'prio', 'req', 'freed')
   redis.call('DEL', lk)
   redis.call('ZREM', LEASES, token)
   if l[1] then
     push(l[1], tonumber(l[2]), l[3], true)
-    redis.call('HINCRBY', hkey(l[1]), 'inflight', -1)
+    if not l[4] then redis.call('HINCRBY', hkey(l[1]), 'inflight', -1) end
     schedule(l[1])
   end
 end
@@ -122,7 +133,8 @@ end
 
 ADMIT = _PRELUDE + "return admit(5)\n"
 
-# ARGV[5] worker, ARGV[6] how many. Returns {status, stamp, wait, token, host, request, ...}:
+# ARGV[5] worker, ARGV[6] how many, ARGV[7..] tokens of leases whose fetch is over (their
+# host slots are freed first). Returns {status, stamp, wait, token, host, request, ...}:
 # status "ok", "backlog" (too many results wait for the collector) or "limit" (finished and
 # leased pages make the crawl's max_pages), stamp the Redis time (microseconds, a string),
 # wait the microseconds until the next host is due (-1: none is ready, every host with
@@ -130,6 +142,7 @@ ADMIT = _PRELUDE + "return admit(5)\n"
 LEASE = (
     _PRELUDE
     + """
+for i = 7, #ARGV do free(ARGV[i]) end
 reap(100)
 if BOUND > 0 and redis.call('XLEN', P .. 'results') >= BOUND then
   return {'backlog', STAMP, -1}
@@ -204,7 +217,7 @@ if not expiry or tonumber(expiry) <= NOW then
   return {'refused', STAMP}
 end
 local lk = P .. 'lease:' .. token
-local l = redis.call('HMGET', lk, 'host', 'req')
+local l = redis.call('HMGET', lk, 'host', 'req', 'freed')
 local new = admit(7)
 local count = 0
 for _, flag in ipairs(new) do count = count + flag end
@@ -212,7 +225,7 @@ redis.call('XADD', P .. 'results', '*', 'token', token, 'host', l[1], 'request',
            'result', ARGV[6], 'new', count)
 redis.call('DEL', lk)
 redis.call('ZREM', LEASES, token)
-redis.call('HINCRBY', hkey(l[1]), 'inflight', -1)
+if not l[3] then redis.call('HINCRBY', hkey(l[1]), 'inflight', -1) end
 schedule(l[1])
 redis.call('HINCRBY', STATS, 'finished', 1)
 redis.call('ZADD', FINISHED, NOW, token)

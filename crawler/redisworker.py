@@ -55,9 +55,10 @@ class RedisWork:
         self.spider = spider
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
         self._queue: asyncio.Queue[Request | None] = asyncio.Queue()
-        self._want = asyncio.Event()  # a fetch worker has become idle
+        self._wake = asyncio.Event()  # a fetch worker is idle, or a page freed its host slot
         self._idle = 0
         self._held: dict[int, Lease] = {}  # token -> lease, until its page is finished
+        self._released: list[int] = []  # leases whose fetch is over: their host slots go
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._queued = 0  # the crawl's queued requests, as last seen
@@ -68,21 +69,22 @@ class RedisWork:
     # -- the engine's side --------------------------------------------------------
 
     async def open(self, start: Sequence[Request]) -> Stats:
-        """Wait for the crawl to exist in Redis (its collector creates it), and check
-        that it is this spider's; `start` is the collector's business."""
+        """Wait for the crawl to exist in Redis and run (its collector creates or resumes
+        it), and check that it is this spider's; `start` is the collector's business."""
         waited = 0.0
         while not self._closed:
             meta = await self.redis.meta()
-            if meta is not None:
-                if meta.spider != self.spider:
-                    raise UsageError(
-                        f"crawl {self.redis.crawl_id!r} in Redis belongs to spider "
-                        f"{meta.spider!r}, not {self.spider!r}"
-                    )
+            if meta is not None and meta.spider != self.spider:
+                raise UsageError(
+                    f"crawl {self.redis.crawl_id!r} in Redis belongs to spider "
+                    f"{meta.spider!r}, not {self.spider!r}"
+                )
+            if meta is not None and meta.state != "stopped":
                 self.state = meta.state
                 break
             if waited % WAIT_LOG < 0.5:
-                log.info("waiting for crawl %r in Redis to start", self.redis.crawl_id)
+                what = "start" if meta is None else "be resumed"
+                log.info("waiting for crawl %r in Redis to %s", self.redis.crawl_id, what)
             await asyncio.sleep(0.5)
             waited += 0.5
         return Stats()
@@ -99,20 +101,21 @@ class RedisWork:
                     next_tick = now + min(TICK, self.redis.lease_seconds / 3)
                     if self._closed:
                         break
-                want = self._idle - self._queue.qsize()
-                if want <= 0:
-                    self._want.clear()
-                    await _wait(self._want, next_tick - time.monotonic())
+                want = max(self._idle - self._queue.qsize(), 0)
+                self._wake.clear()
+                if want == 0 and not self._released:
+                    await _wait(self._wake, next_tick - time.monotonic())
                     continue
-                leased = await self.redis.lease(self.worker, want)
+                released, self._released = self._released, []
+                leased = await self.redis.lease(self.worker, want, released)
                 for lease in leased.leases:
                     request = lease.request
                     request.key = lease.token
                     self._held[lease.token] = lease
                     self._queue.put_nowait(request)
-                if not leased.leases:
+                if want and not leased.leases:  # until a host is due, or a slot is freed
                     pause = IDLE_POLL if leased.wait is None else min(leased.wait, MAX_POLL)
-                    await asyncio.sleep(max(pause, 0.005))
+                    await _wait(self._wake, max(pause, 0.002))
         finally:
             self._close()
             await self.redis.leave(self.worker)
@@ -122,14 +125,16 @@ class RedisWork:
         if self._closed:
             return None
         self._idle += 1
-        self._want.set()
+        self._wake.set()
         try:
             return await self._queue.get()
         finally:
             self._idle -= 1
 
     def release(self, request: Request, *, network: bool = True) -> None:
-        """Nothing to do here: the host's slot in Redis is freed by the page's finish."""
+        """The fetch is over: its host slot is freed with the next lease call."""
+        self._released.append(request.key)
+        self._wake.set()
 
     async def commit(self, pages: list[PageResult]) -> None:
         """Finish each page's lease with its result and the links it found."""
@@ -137,21 +142,21 @@ class RedisWork:
             admission = self._admission.admit(page.requests, page.request)
             page.requests = admission.accepted
             page.dropped = admission.dropped
-        await asyncio.gather(*(self._finish(page) for page in pages))
-
-    async def _finish(self, page: PageResult) -> None:
-        token = page.request.key
-        self._held.pop(token, None)
-        answer = await self.redis.finish(token, results.encode(page), page.requests)
-        if answer.ok:
-            self.pages += 1
-            return
-        self.refused += 1
-        log.warning(
-            "%s: lease %d was lost (this worker was too slow, or cut off from Redis);"
-            " another worker has the page, this result is dropped",
-            page.request.url, token,
-        )  # fmt: skip
+            self._held.pop(page.request.key, None)
+        answers = await self.redis.finish_many(
+            [(page.request.key, results.encode(page), page.requests) for page in pages]
+        )
+        self._wake.set()  # their host slots are free: there may be more to lease
+        for page, answer in zip(pages, answers, strict=True):
+            if answer.ok:
+                self.pages += 1
+                continue
+            self.refused += 1
+            log.warning(
+                "%s: lease %d was lost (this worker was too slow, or cut off from Redis);"
+                " another worker has the page, this result is dropped",
+                page.request.url, page.request.key,
+            )  # fmt: skip
 
     def hold(self, url: str, seconds: float) -> None:
         """Hold the URL's host for every worker (Retry-After)."""

@@ -282,6 +282,20 @@ async def test_a_held_or_capped_host_does_not_block_another(client: Redis) -> No
     assert got.leases == [] and got.wait is not None and 55 < got.wait <= 60
 
 
+async def test_a_released_lease_frees_its_host_slot_once_before_its_finish(
+    client: Redis,
+) -> None:
+    frontier = RedisFrontier(client, "c", per_host=2, delay=0)
+    await frontier.admit(pages("a.test", 6))
+    first = (await frontier.lease("w", 10)).leases
+    assert len(first) == 2  # the cap
+    got = await frontier.lease("w", 10, [first[0].token, first[0].token])  # its fetch is over
+    assert len(got.leases) == 1  # one slot freed, however many times it is said
+    done = await frontier.finish_many([(lease.token, b"", []) for lease in [*first, *got.leases]])
+    assert all(answer.ok for answer in done)
+    assert len((await frontier.lease("w", 10)).leases) == 2  # not 3: no slot freed twice
+
+
 async def test_an_expired_lease_is_leased_again_and_the_late_finish_refused(
     client: Redis,
 ) -> None:
