@@ -2,7 +2,7 @@
 
 Page n lives on host n % 3 (127.0.0.1, .2 and .3, each on a random port) and links to a
 handful of pages on every host, n + 1 among them, so the whole site is reachable from
-page 0. Each page answers after a short sleep (10 to 40 ms) so that requests overlap.
+page 0. Each page answers after a short sleep (10 to 40 ms unless told) so that requests overlap.
 Per host the site records the requests in flight at most, each request's start time
 and robots.txt fetches; per page, how many times it was fetched. It runs in the test's
 event loop: the crawler runs as separate processes that the test awaits with asyncio.
@@ -39,6 +39,7 @@ class Site:
 
     pages: int
     crawl_delay: float = 0.0  # robots.txt's Crawl-delay on the first host, if not 0
+    sleep: tuple[float, float] = (0.010, 0.040)  # each page answers after this long
     bases: list[str] = field(default_factory=list)  # "http://host:port", per host index
     hosts: dict[int, HostLog] = field(default_factory=dict)
     hits: Counter[int] = field(default_factory=Counter)  # page -> fetches
@@ -70,7 +71,7 @@ class Site:
             log.most_in_flight = max(log.most_in_flight, log.in_flight)
             try:
                 self.hits[n] += 1
-                await asyncio.sleep(draw.uniform(0.010, 0.040))
+                await asyncio.sleep(draw.uniform(*self.sleep))
                 links = "".join(f'<a href="{self.url(m)}">{m}</a> ' for m in self.links(n))
                 body = f"<html><h1>Page</h1><p class=n>{n}</p>{links}</html>"
                 return web.Response(text=body, content_type="text/html")
@@ -91,9 +92,11 @@ class Site:
 
 
 @asynccontextmanager
-async def serve(pages: int = 240, crawl_delay: float = 0.0) -> AsyncIterator[Site]:
+async def serve(
+    pages: int = 240, crawl_delay: float = 0.0, sleep: tuple[float, float] = (0.010, 0.040)
+) -> AsyncIterator[Site]:
     """The site, served on the three hosts until the block ends."""
-    site = Site(pages, crawl_delay)
+    site = Site(pages, crawl_delay, sleep)
     runners = []
     try:
         for index, host in enumerate(HOSTS):

@@ -246,24 +246,27 @@ async def test_a_restarted_redis_pauses_the_crawl_and_it_goes_on(
 
 
 async def test_a_worker_stopped_past_its_leases_has_its_finishes_refused(
-    site: Site, redis_server: Server, tmp_path: Path
+    redis_server: Server, tmp_path: Path
 ) -> None:
     db = tmp_path / "crawl.db"
-    more = ("DELAY=0.1", "LEASE=2")  # about 10 s of crawl: the worker wakes up mid-crawl
-    workers = [await launch(*work(site, redis_server, *more)) for _ in range(2)]
-    collector = await launch(*collect(db, site, redis_server, *more))
-    await wait_for_items(db, 30, collector.process)
-    workers[0].signal(signal.SIGSTOP)
-    await asyncio.sleep(4.0)  # twice the lease: others have its pages
-    workers[0].signal(signal.SIGCONT)
-    assert collector.process.returncode is None, "the crawl ended while the worker slept"
-    code, _, err = await collector.end()
-    assert code == 0, err
-    for worker in workers:
-        code, _, err = await worker.end()
+    more = ("LEASE=2",)
+    # Slow pages: every worker always has some in flight, the stopped one too, and the
+    # crawl (about 7 s) goes on after the worker wakes up.
+    async with serve(pages=150, sleep=(0.2, 0.4)) as site:
+        workers = [await launch(*work(site, redis_server, *more)) for _ in range(2)]
+        collector = await launch(*collect(db, site, redis_server, *more))
+        await wait_for_items(db, 15, collector.process)
+        workers[0].signal(signal.SIGSTOP)
+        await asyncio.sleep(4.0)  # twice the lease: others have its pages
+        workers[0].signal(signal.SIGCONT)
+        assert collector.process.returncode is None, "the crawl ended while the worker slept"
+        code, _, err = await collector.end()
         assert code == 0, err
-    assert await refused(redis_server) > 0
-    await assert_stored_once(db, site)
+        for worker in workers:
+            code, _, err = await worker.end()
+            assert code == 0, err
+        assert await refused(redis_server) > 0
+        await assert_stored_once(db, site)
 
 
 async def test_ctrl_c_on_the_collector_stops_everyone_and_a_rerun_completes(
