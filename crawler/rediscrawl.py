@@ -209,7 +209,8 @@ class RedisCrawl:
                 log.warning("worker process %d did not exit: terminating it", process.pid)
                 process.terminate()
                 code = await process.wait()
-            if code not in (0, -signal.SIGINT, -signal.SIGTERM):
+            # 130: `crawler work` stopped by the Ctrl-C that stop() passes on to it
+            if code not in (0, 130, -signal.SIGINT, -signal.SIGTERM):
                 log.warning("worker process %d exited with status %d", process.pid, code)
 
     async def _check_db(self, redis: RedisFrontier) -> None:
