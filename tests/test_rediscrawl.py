@@ -28,6 +28,8 @@ from redis_server import REDIS_MISSING, Server, free_port, redis_server
 from redis_site import Site, serve
 
 pytestmark = pytest.mark.skipif(bool(REDIS_MISSING), reason=REDIS_MISSING)
+if not REDIS_MISSING:
+    from redis.asyncio import Redis
 __all__ = ["redis_server"]  # the fixture, imported for pytest to find
 
 SPIDER = str(Path(__file__).with_name("redis_spider.py"))
@@ -105,11 +107,12 @@ def settings(site: Site, server: Server, *more: str) -> list[str]:
     return [arg for pair in pairs for arg in ("-s", pair)]
 
 
-def collect(db: Path, site: Site, server: Server, *more: str, workers: int = 0) -> list[str]:
+def collect(
+    db: Path, site: Site, server: Server, *more: str, workers: int = 0, level: str = "ERROR"
+) -> list[str]:
     """`crawler crawl` arguments: the collector (and K worker processes)."""
-    return ["crawl", SPIDER, "--db", str(db), *settings(site, server, *more), "-q"] + (
-        ["--workers", str(workers)] if workers else []
-    )
+    args = ["crawl", SPIDER, "--db", str(db), *settings(site, server, *more)]
+    return [*args, "--log-level", level] + (["--workers", str(workers)] if workers else [])
 
 
 def work(site: Site, server: Server, *more: str) -> list[str]:
@@ -135,14 +138,38 @@ async def assert_stored_once(db: Path, site: Site) -> None:
 
 async def refused(server: Server) -> int:
     """The crawl's count of finishes Redis refused (their lease was lost)."""
-    from redis.asyncio import Redis
+    async with redis_client(server) as client:
+        value = await client.hget(f"crawl:{{{CRAWL_ID}}}:stats", "refused")
+    return int(value or 0)
 
+
+async def holds_leases(server: Server, pid: int) -> None:
+    """Until the worker process `pid` holds a lease (10 s at most)."""
+    prefix = f"crawl:{{{CRAWL_ID}}}:"
+    async with redis_client(server) as client:
+        for _ in range(500):
+            for token in await client.zrange(prefix + "leases", 0, -1):
+                worker = await client.hget(f"{prefix}lease:{token.decode()}", "worker")
+                if worker is not None and worker.decode().endswith(f":{pid}"):
+                    return
+            await asyncio.sleep(0.02)
+    raise AssertionError(f"worker {pid} held no lease in 10 s")
+
+
+async def redis_keys(server: Server) -> set[bytes]:
+    """The keys in the server's database 0."""
+    async with redis_client(server) as client:
+        return set(await client.keys("*"))
+
+
+@contextlib.asynccontextmanager
+async def redis_client(server: Server) -> AsyncIterator[Redis]:
+    """A client of the test's redis-server."""
     client = Redis(host="127.0.0.1", port=server.port)
     try:
-        value = await client.hget(f"crawl:{{{CRAWL_ID}}}:stats", "refused")
+        yield client
     finally:
         await client.aclose()
-    return int(value or 0)
 
 
 def another_spider(folder: Path) -> Path:
@@ -182,6 +209,23 @@ async def test_worker_processes_store_every_page_once_within_host_limits(
     assert code == 0, err
     assert "state: finished" in out
     assert f"done: {site.pages}" in out
+
+
+async def test_a_crawl_delay_holds_across_worker_processes(
+    redis_server: Server, tmp_path: Path
+) -> None:
+    db = tmp_path / "crawl.db"
+    async with serve(pages=60, crawl_delay=0.2) as site:
+        code, _, err = await crawler(*collect(db, site, redis_server, workers=3))
+        assert code == 0, err
+        await assert_stored_once(db, site)
+    slow = site.hosts[0]  # its robots.txt asks for 0.2 s
+    assert slow.robots == 1
+    # The first requests may be handed out before its robots.txt is read.
+    gaps = [b - a for a, b in pairwise(slow.starts[PER_HOST:])]
+    assert min(gaps) >= 0.2 - JITTER, sorted(gaps)[:5]
+    others = [b - a for host in (1, 2) for a, b in pairwise(site.hosts[host].starts)]
+    assert min(others) < 0.2  # the other hosts are not held
 
 
 async def test_a_killed_worker_s_pages_are_leased_again(
@@ -249,13 +293,14 @@ async def test_a_worker_stopped_past_its_leases_has_its_finishes_refused(
     redis_server: Server, tmp_path: Path
 ) -> None:
     db = tmp_path / "crawl.db"
-    more = ("LEASE=2",)
-    # Slow pages: every worker always has some in flight, the stopped one too, and the
-    # crawl (about 7 s) goes on after the worker wakes up.
-    async with serve(pages=150, sleep=(0.2, 0.4)) as site:
+    # Slow pages and more slots per host than fetch workers in all: every process has
+    # pages in flight, and the crawl (about 10 s) goes on after the worker wakes up.
+    more = ("LEASE=2", "PER_HOST=8")
+    async with serve(pages=240, sleep=(0.2, 0.4)) as site:
         workers = [await launch(*work(site, redis_server, *more)) for _ in range(2)]
         collector = await launch(*collect(db, site, redis_server, *more))
         await wait_for_items(db, 15, collector.process)
+        await holds_leases(redis_server, workers[0].pid)
         workers[0].signal(signal.SIGSTOP)
         await asyncio.sleep(4.0)  # twice the lease: others have its pages
         workers[0].signal(signal.SIGCONT)
@@ -274,7 +319,7 @@ async def test_ctrl_c_on_the_collector_stops_everyone_and_a_rerun_completes(
 ) -> None:
     db = tmp_path / "crawl.db"
     more = (f"DELAY={DELAY}", "LEASE=2")
-    args = collect(db, site, redis_server, *more, workers=1)
+    args = collect(db, site, redis_server, *more, workers=1, level="WARNING")
     workers = [await launch(*work(site, redis_server, *more)) for _ in range(2)]
     first = await launch(*args)
     await wait_for_items(db, 40, first.process)
@@ -282,7 +327,7 @@ async def test_ctrl_c_on_the_collector_stops_everyone_and_a_rerun_completes(
     first.signal(signal.SIGINT)
     code, _, err = await first.end()
     assert code == 130, err
-    assert "exited with status" not in err
+    assert "exited with status" not in err  # its worker process stopped as it should
     for worker in workers:
         code, _, err = await worker.end()
         assert code == 0, err
@@ -392,14 +437,3 @@ async def test_another_spider_or_another_crawl_s_db_is_refused(
     assert file_state(sqlite_db) == sqlite_before
     assert await redis_keys(redis_server) == keys
     assert sum(site.hits.values()) == hits
-
-
-async def redis_keys(server: Server) -> set[bytes]:
-    """The keys in the server's database 0."""
-    from redis.asyncio import Redis
-
-    client = Redis(host="127.0.0.1", port=server.port)
-    try:
-        return set(await client.keys("*"))
-    finally:
-        await client.aclose()
