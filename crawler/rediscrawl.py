@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 
 from crawler.assemble import allowed_domains, parts, settings_for
 from crawler.collector import Collector
+from crawler.cookies import Jars
 from crawler.engine import Engine, closed, start_requests
 from crawler.errors import SpiderError, UsageError
 from crawler.frontier import LocalFrontier
@@ -78,7 +79,8 @@ def worker_engine(
     domains = allowed_domains(spider, settings)
     work = RedisWork(redis, LocalFrontier(settings, domains), spider.name)
     shared = RedisRobots(redis, work.worker)
-    return Engine(spider, settings, work, parser, middlewares, shared_robots=shared)
+    jars = Jars() if settings.cookies else None  # this process's sessions: not shared
+    return Engine(spider, settings, work, parser, middlewares, jars=jars, shared_robots=shared)
 
 
 def _callbacks(parser: Parser) -> Any:
