@@ -50,8 +50,8 @@ PATIENCE = 300.0  # seconds Redis may stay unreachable before a call gives up
 _MAX_BACKOFF = 2.0
 _RESULTS = "results"
 _SCRIPTS = (
-    "ADMIT", "LEASE", "RENEW", "FINISH", "HOLD", "REAP", "ROBOTS", "SET_ROBOTS", "COUNTS",
-    "BEGIN", "SET_STATE", "HEARTBEAT", "WORKERS",
+    "ADMIT", "LEASE", "RENEW", "FINISH", "FINISH_COUNT", "HOLD", "REAP", "ROBOTS", "SET_ROBOTS",
+    "COUNTS", "BEGIN", "SET_STATE", "HEARTBEAT", "WORKERS",
 )  # fmt: skip
 
 
@@ -82,8 +82,9 @@ class Finished:
 
     ok: bool
     stamp: int  # Redis's time of the finish, microseconds since the epoch
-    new: list[bool]
+    new: list[bool]  # per new request (`finish`); empty from `finish_many`
     again: bool = False  # a retried finish whose first try had gone through
+    admitted: int = 0  # how many new requests were new
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +275,7 @@ class RedisFrontier:
         """`finish` for each (token, result, new requests), in one round trip (a pipeline
         of the scripts, each one still atomic). Sent again whole after a lost reply: a
         finish that had gone through answers "again"."""
-        script = self._scripts["FINISH"]
+        script = self._scripts["FINISH_COUNT"]
         calls = [
             [*self._config, token, result, *_request_args(new)] for token, result, new in pages
         ]
@@ -285,7 +286,7 @@ class RedisFrontier:
                     await script(keys=[self.prefix], args=args, client=pipe)
                 return await pipe.execute()
 
-        return [_finished(reply) for reply in await self._retrying(send)]
+        return [_finished(reply, counted=True) for reply in await self._retrying(send)]
 
     async def hold(self, host: str, seconds: float, reason: str = "Retry-After") -> None:
         """Hand out nothing of `host` for `seconds` from now; with reason "Crawl-delay",
@@ -496,10 +497,13 @@ def _request_args(requests: Sequence[Request]) -> list[Any]:
     return args
 
 
-def _finished(reply: Any) -> Finished:
+def _finished(reply: Any, *, counted: bool = False) -> Finished:
     status, stamp = _text(reply[0]), int(reply[1])
+    if counted:  # FINISH_COUNT: how many, not which
+        admitted = int(reply[2]) if len(reply) > 2 else 0
+        return Finished(status in ("ok", "again"), stamp, [], status == "again", admitted)
     flags = [bool(flag) for flag in reply[2:]]
-    return Finished(status in ("ok", "again"), stamp, flags, status == "again")
+    return Finished(status in ("ok", "again"), stamp, flags, status == "again", sum(flags))
 
 
 def _text(value: Any) -> str:
