@@ -31,7 +31,8 @@ from crawler.frontier import LocalFrontier
 from crawler.hooks import Crawl, Middlewares
 from crawler.http import Callback
 from crawler.parse import Parser
-from crawler.redisfrontier import RedisFrontier, connect
+from crawler.redisconnect import connect
+from crawler.redisfrontier import RedisFrontier
 from crawler.redisworker import RedisRobots, RedisWork
 from crawler.settings import Settings
 from crawler.spider import Spider
