@@ -79,7 +79,7 @@ def worker_engine(
     """An engine whose frontier is a worker's share of the crawl in `redis`."""
     domains = allowed_domains(spider, settings)
     work = RedisWork(redis, LocalFrontier(settings, domains), spider.name)
-    shared = RedisRobots(redis, work.worker)
+    shared = RedisRobots(redis, work.worker, settings.user_agent)
     jars = Jars() if settings.cookies else None  # this process's sessions: not shared
     return Engine(spider, settings, work, parser, middlewares, jars=jars, shared_robots=shared)
 
