@@ -24,13 +24,15 @@ from redis.asyncio import Redis
 
 from crawler.assemble import allowed_domains, parts, settings_for
 from crawler.collector import Collector
+from crawler.cookies import Jars
 from crawler.engine import Engine, closed, start_requests
 from crawler.errors import SpiderError, UsageError
 from crawler.frontier import LocalFrontier
 from crawler.hooks import Crawl, Middlewares
 from crawler.http import Callback
 from crawler.parse import Parser
-from crawler.redisfrontier import RedisFrontier, connect
+from crawler.redisconnect import connect
+from crawler.redisfrontier import RedisFrontier
 from crawler.redisworker import RedisRobots, RedisWork
 from crawler.settings import Settings
 from crawler.spider import Spider
@@ -77,8 +79,9 @@ def worker_engine(
     """An engine whose frontier is a worker's share of the crawl in `redis`."""
     domains = allowed_domains(spider, settings)
     work = RedisWork(redis, LocalFrontier(settings, domains), spider.name)
-    shared = RedisRobots(redis, work.worker)
-    return Engine(spider, settings, work, parser, middlewares, shared_robots=shared)
+    shared = RedisRobots(redis, work.worker, settings.user_agent)
+    jars = Jars() if settings.cookies else None  # this process's sessions: not shared
+    return Engine(spider, settings, work, parser, middlewares, jars=jars, shared_robots=shared)
 
 
 def _callbacks(parser: Parser) -> Any:

@@ -24,17 +24,15 @@ import asyncio
 import json
 import logging
 import os
-import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
-from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
-from redis.exceptions import AuthenticationError, MaxConnectionsError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from crawler import redislua, wire
@@ -50,8 +48,8 @@ PATIENCE = 300.0  # seconds Redis may stay unreachable before a call gives up
 _MAX_BACKOFF = 2.0
 _RESULTS = "results"
 _SCRIPTS = (
-    "ADMIT", "LEASE", "RENEW", "FINISH", "HOLD", "REAP", "ROBOTS", "SET_ROBOTS", "COUNTS",
-    "BEGIN", "SET_STATE", "HEARTBEAT", "WORKERS",
+    "ADMIT", "LEASE", "RENEW", "FINISH", "FINISH_COUNT", "HOLD", "REAP", "ROBOTS", "SET_ROBOTS",
+    "COUNTS", "BEGIN", "SET_STATE", "HEARTBEAT", "WORKERS",
 )  # fmt: skip
 
 
@@ -82,8 +80,9 @@ class Finished:
 
     ok: bool
     stamp: int  # Redis's time of the finish, microseconds since the epoch
-    new: list[bool]
+    new: list[bool]  # per new request (`finish`); empty from `finish_many`
     again: bool = False  # a retried finish whose first try had gone through
+    admitted: int = 0  # how many new requests were new
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +273,7 @@ class RedisFrontier:
         """`finish` for each (token, result, new requests), in one round trip (a pipeline
         of the scripts, each one still atomic). Sent again whole after a lost reply: a
         finish that had gone through answers "again"."""
-        script = self._scripts["FINISH"]
+        script = self._scripts["FINISH_COUNT"]
         calls = [
             [*self._config, token, result, *_request_args(new)] for token, result, new in pages
         ]
@@ -285,7 +284,7 @@ class RedisFrontier:
                     await script(keys=[self.prefix], args=args, client=pipe)
                 return await pipe.execute()
 
-        return [_finished(reply) for reply in await self._retrying(send)]
+        return [_finished(reply, counted=True) for reply in await self._retrying(send)]
 
     async def hold(self, host: str, seconds: float, reason: str = "Retry-After") -> None:
         """Hand out nothing of `host` for `seconds` from now; with reason "Crawl-delay",
@@ -396,92 +395,6 @@ class RedisFrontier:
             return result
 
 
-async def connect(url: str, patience: float = 5.0) -> Redis:
-    """A client of the Redis at `url` (redis://HOST:PORT/N), once it answers PING. A
-    malformed URL, or a Redis that does not answer within `patience` seconds, is a
-    UsageError of one line naming the URL."""
-    shown = _shown(url)
-    problem = _url_problem(url)
-    if problem:
-        raise UsageError(f"FRONTIER={shown}: {problem}")
-    try:
-        client = Redis.from_url(url)
-    except ValueError as exc:
-        raise UsageError(f"FRONTIER={shown}: {exc}") from None
-    try:
-        async with asyncio.timeout(patience):
-            await _ping(client, patience)
-    except (RedisError, OSError, TimeoutError) as exc:
-        await client.aclose()
-        raise UsageError(f"FRONTIER={shown}: cannot reach Redis ({_reason(exc)})") from exc
-    except (TypeError, ValueError) as exc:  # a query option the client does not take
-        await client.aclose()
-        raise UsageError(f"FRONTIER={shown}: an option Redis does not take ({exc})") from None
-    except BaseException:
-        await client.aclose()
-        raise
-    return client
-
-
-async def _ping(client: Redis, patience: float) -> None:
-    """PING until it is answered, through refusals (a Redis still starting)."""
-    deadline = time.monotonic() + patience
-    pause = 0.05
-    while True:
-        try:
-            await client.ping()
-            return
-        except AuthenticationError:
-            raise
-        except (RedisConnectionError, RedisTimeoutError, OSError):
-            if time.monotonic() + pause > deadline:
-                raise
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, _MAX_BACKOFF)
-
-
-def _url_problem(url: str) -> str:
-    """What is wrong with a Redis URL ("" if nothing)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss"):
-        return "expected redis://HOST:PORT/N"
-    try:
-        port = parts.port
-    except ValueError:
-        return "the port is not a number from 1 to 65535"
-    if not parts.hostname:
-        return "no host: expected redis://HOST:PORT/N"
-    if port == 0:
-        return "the port is not a number from 1 to 65535"
-    if not re.fullmatch(r"/?|/\d+", parts.path):
-        return f"the database {parts.path[1:]!r} is not a number"
-    return ""
-
-
-def _shown(url: str) -> str:
-    """The URL with its password hidden."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
-def _reason(exc: BaseException) -> str:
-    """The cause of a failed connection in a few words."""
-    if isinstance(exc, TimeoutError) and not isinstance(exc, RedisError):
-        return "no answer"
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, OSError) and cause.errno and cause.errno > 0:
-            return os.strerror(cause.errno)  # "Connection refused", not asyncio's wording
-        if isinstance(cause, OSError) and cause.strerror:
-            return str(cause.strerror)
-        cause = cause.__cause__ or cause.__context__
-    text = str(exc).rstrip(".")
-    return text.rsplit(". ", 1)[-1] if ". " in text else text or type(exc).__name__
-
-
 def _request_args(requests: Sequence[Request]) -> list[Any]:
     """ADMIT's argument groups. A `dont_filter` request skips the seen-set (fp b"") and
     gets a random uid in its blob instead: its identity, kept while it is leased again."""
@@ -496,10 +409,13 @@ def _request_args(requests: Sequence[Request]) -> list[Any]:
     return args
 
 
-def _finished(reply: Any) -> Finished:
+def _finished(reply: Any, *, counted: bool = False) -> Finished:
     status, stamp = _text(reply[0]), int(reply[1])
+    if counted:  # FINISH_COUNT: how many, not which
+        admitted = int(reply[2]) if len(reply) > 2 else 0
+        return Finished(status in ("ok", "again"), stamp, [], status == "again", admitted)
     flags = [bool(flag) for flag in reply[2:]]
-    return Finished(status in ("ok", "again"), stamp, flags, status == "again")
+    return Finished(status in ("ok", "again"), stamp, flags, status == "again", sum(flags))
 
 
 def _text(value: Any) -> str:

@@ -202,9 +202,7 @@ return out
 
 # ARGV[5] token, ARGV[6] the result, ARGV[7..] new requests as for admit.
 # Returns {"ok", stamp, new flags...}, {"refused", stamp} or {"again", stamp}.
-FINISH = (
-    _PRELUDE
-    + """
+_FINISH = """
 local token = ARGV[5]
 if redis.call('ZSCORE', FINISHED, token) then return {'again', STAMP} end
 local expiry = redis.call('ZSCORE', LEASES, token)
@@ -231,10 +229,14 @@ redis.call('HINCRBY', STATS, 'finished', 1)
 redis.call('ZADD', FINISHED, NOW, token)
 redis.call('ZREMRANGEBYSCORE', FINISHED, '-inf', NOW - KEEP_FINISHED)
 local out = {'ok', STAMP}  -- not unpack(new): Lua's stack takes 8,000 values at most
+if not FLAGS then return {'ok', STAMP, count} end
 for _, flag in ipairs(new) do out[#out + 1] = flag end
 return out
 """
-)
+FINISH = _PRELUDE + "local FLAGS = true\n" + _FINISH
+# The same, answering {"ok", stamp, how many were new} instead of a flag each: a worker
+# finishing a batch needs no more, and a reply of one flag per link costs it to parse.
+FINISH_COUNT = _PRELUDE + "local FLAGS = false\n" + _FINISH
 
 # ARGV[5] host, ARGV[6] microseconds, ARGV[7] reason: "Crawl-delay" raises the host's
 # delay between hand-outs; anything else (Retry-After) holds the host that long from now.

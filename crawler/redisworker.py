@@ -23,12 +23,14 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
+from protego import Protego
+
 from crawler import results
 from crawler.errors import UsageError
 from crawler.frontier import LocalFrontier
 from crawler.http import PageResult, Request
 from crawler.redisfrontier import Lease, RedisFrontier
-from crawler.robots import SharedRobots
+from crawler.robots import UNREACHABLE, SharedRobots
 from crawler.stats import Stats
 from crawler.urls import host_of
 
@@ -60,6 +62,7 @@ class RedisWork:
         self._held: dict[int, Lease] = {}  # token -> lease, until its page is finished
         self._released: list[int] = []  # leases whose fetch is over: their host slots go
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._delayed: set[str] = set()  # hosts whose Crawl-delay this worker has told Redis
         self._closed = False
         self._queued = 0  # the crawl's queued requests, as last seen
         self.pages = 0  # pages this worker finished
@@ -163,9 +166,13 @@ class RedisWork:
         self._spawn(self.redis.hold(host_of(url), seconds))
 
     def learned(self, url: str, crawl_delay: float) -> None:
-        """robots.txt asks for `crawl_delay` between requests: for every worker."""
+        """robots.txt asks for `crawl_delay` between requests: for every worker (told
+        once per host by this one)."""
         if crawl_delay > 0:
-            self._spawn(self.redis.hold(host_of(url), crawl_delay, "Crawl-delay"))
+            host = host_of(url)
+            if host not in self._delayed:
+                self._delayed.add(host)
+                self._spawn(self.redis.hold(host, crawl_delay, "Crawl-delay"))
 
     def answered(self, url: str, latency: float, status: int) -> None:
         """AUTOTHROTTLE is per process and not used with Redis (assemble refuses it)."""
@@ -240,9 +247,10 @@ class RedisWork:
 class RedisRobots(SharedRobots):
     """robots.txt kept in the crawl's Redis, fetched once per host for every worker."""
 
-    def __init__(self, redis: RedisFrontier, worker: str) -> None:
+    def __init__(self, redis: RedisFrontier, worker: str, user_agent: str) -> None:
         self.redis = redis
         self.worker = worker
+        self.user_agent = user_agent
 
     async def take(self, netloc: str) -> tuple[str | None, bool]:
         """The host's robots.txt if kept; else whether this worker is to fetch it."""
@@ -250,8 +258,14 @@ class RedisRobots(SharedRobots):
         return answer.text, answer.fetch
 
     async def put(self, netloc: str, text: str) -> None:
-        """Keep the host's robots.txt for every worker (its one-at-a-time cap lifts)."""
-        await self.redis.set_robots(netloc.lower(), text)
+        """Keep the host's robots.txt for every worker, its Crawl-delay held first: the
+        host's one-at-a-time cap lifts only then."""
+        host = netloc.lower()
+        if text != UNREACHABLE:
+            delay = Protego.parse(text).crawl_delay(self.user_agent)
+            if delay:
+                await self.redis.hold(host, float(delay), "Crawl-delay")
+        await self.redis.set_robots(host, text)
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:

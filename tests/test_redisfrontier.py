@@ -36,7 +36,8 @@ from redis.backoff import NoBackoff
 from crawler import wire
 from crawler.errors import UsageError
 from crawler.http import Request
-from crawler.redisfrontier import Lease, RedisFrontier, connect
+from crawler.redisconnect import connect
+from crawler.redisfrontier import Lease, RedisFrontier
 
 REDIS = shutil.which("redis-server")
 WORKER = Path(__file__).with_name("redis_worker.py")

@@ -1,0 +1,109 @@
+"""A client of the crawl's Redis, checked before anything is done with it.
+
+`connect` answers with a client once Redis answers PING, or with one line that names
+the URL (its password hidden) and says what is wrong: a malformed URL, a server that
+refuses or does not answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from urllib.parse import urlsplit
+
+from redis.asyncio import Redis
+from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from crawler.errors import UsageError
+
+_MAX_BACKOFF = 2.0
+
+
+async def connect(url: str, patience: float = 5.0) -> Redis:
+    """A client of the Redis at `url` (redis://HOST:PORT/N), once it answers PING. A
+    malformed URL, or a Redis that does not answer within `patience` seconds, is a
+    UsageError of one line naming the URL."""
+    shown = _shown(url)
+    problem = _url_problem(url)
+    if problem:
+        raise UsageError(f"FRONTIER={shown}: {problem}")
+    try:
+        client = Redis.from_url(url)
+    except ValueError as exc:
+        raise UsageError(f"FRONTIER={shown}: {exc}") from None
+    try:
+        async with asyncio.timeout(patience):
+            await _ping(client, patience)
+    except (RedisError, OSError, TimeoutError) as exc:
+        await client.aclose()
+        raise UsageError(f"FRONTIER={shown}: cannot reach Redis ({_reason(exc)})") from exc
+    except (TypeError, ValueError) as exc:  # a query option the client does not take
+        await client.aclose()
+        raise UsageError(f"FRONTIER={shown}: an option Redis does not take ({exc})") from None
+    except BaseException:
+        await client.aclose()
+        raise
+    return client
+
+
+async def _ping(client: Redis, patience: float) -> None:
+    """PING until it is answered, through refusals (a Redis still starting)."""
+    deadline = time.monotonic() + patience
+    pause = 0.05
+    while True:
+        try:
+            await client.ping()
+            return
+        except AuthenticationError:
+            raise
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            if time.monotonic() + pause > deadline:
+                raise
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, _MAX_BACKOFF)
+
+
+def _url_problem(url: str) -> str:
+    """What is wrong with a Redis URL ("" if nothing)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        return "expected redis://HOST:PORT/N"
+    try:
+        port = parts.port
+    except ValueError:
+        return "the port is not a number from 1 to 65535"
+    if not parts.hostname:
+        return "no host: expected redis://HOST:PORT/N"
+    if port == 0:
+        return "the port is not a number from 1 to 65535"
+    if not re.fullmatch(r"/?|/\d+", parts.path):
+        return f"the database {parts.path[1:]!r} is not a number"
+    return ""
+
+
+def _shown(url: str) -> str:
+    """The URL with its password hidden."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _reason(exc: BaseException) -> str:
+    """The cause of a failed connection in a few words."""
+    if isinstance(exc, TimeoutError) and not isinstance(exc, RedisError):
+        return "no answer"
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno and cause.errno > 0:
+            return os.strerror(cause.errno)  # "Connection refused", not asyncio's wording
+        if isinstance(cause, OSError) and cause.strerror:
+            return str(cause.strerror)
+        cause = cause.__cause__ or cause.__context__
+    text = str(exc).rstrip(".")
+    return text.rsplit(". ", 1)[-1] if ". " in text else text or type(exc).__name__
