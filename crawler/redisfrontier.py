@@ -261,21 +261,28 @@ class RedisFrontier:
         return [bool(flag) for flag in await self._run("RENEW", *tokens)]
 
     async def finish(
-        self, token: int, result: bytes, new_requests: Sequence[Request] = ()
+        self,
+        token: int,
+        result: bytes,
+        new_requests: Sequence[Request] = (),
+        leased: bytes = b"",
     ) -> Finished:
         """Record a page's result for the collector, admit the requests it found and free
-        its host slot, if lease `token` still holds; else refuse (and count it)."""
-        return _finished(await self._run("FINISH", token, result, *_request_args(new_requests)))
+        its host slot, if lease `token` still holds (for the request `leased`, as the
+        lease gave it, when given); else refuse (and count it)."""
+        args = _request_args(new_requests)
+        return _finished(await self._run("FINISH", token, result, leased, *args))
 
     async def finish_many(
-        self, pages: Sequence[tuple[int, bytes, Sequence[Request]]]
+        self, pages: Sequence[tuple[Lease, bytes, Sequence[Request]]]
     ) -> list[Finished]:
-        """`finish` for each (token, result, new requests), in one round trip (a pipeline
-        of the scripts, each one still atomic). Sent again whole after a lost reply: a
-        finish that had gone through answers "again"."""
+        """`finish` for each (lease, result, new requests), its request checked, in one
+        round trip (a pipeline of the scripts, each one still atomic). Sent again whole
+        after a lost reply: a finish that had gone through answers "again"."""
         script = self._scripts["FINISH_COUNT"]
         calls = [
-            [*self._config, token, result, *_request_args(new)] for token, result, new in pages
+            [*self._config, lease.token, result, lease.blob, *_request_args(new)]
+            for lease, result, new in pages
         ]
 
         async def send() -> list[Any]:

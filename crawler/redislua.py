@@ -200,7 +200,10 @@ return out
 """
 )
 
-# ARGV[5] token, ARGV[6] the result, ARGV[7..] new requests as for admit.
+# ARGV[5] token, ARGV[6] the result, ARGV[7] the request as leased ('': not checked),
+# ARGV[8..] new requests as for admit. A lease whose request is not the one given is
+# refused too: after Redis lost the last second of its append-only file (a machine
+# crash), the fence counter may hand out a token again, for another request.
 # Returns {"ok", stamp, new flags...}, {"refused", stamp} or {"again", stamp}.
 _FINISH = """
 local token = ARGV[5]
@@ -216,7 +219,11 @@ if not expiry or tonumber(expiry) <= NOW then
 end
 local lk = P .. 'lease:' .. token
 local l = redis.call('HMGET', lk, 'host', 'req', 'freed')
-local new = admit(7)
+if ARGV[7] ~= '' and l[2] ~= ARGV[7] then
+  redis.call('HINCRBY', STATS, 'refused', 1)
+  return {'refused', STAMP}
+end
+local new = admit(8)
 local count = 0
 for _, flag in ipairs(new) do count = count + flag end
 redis.call('XADD', P .. 'results', '*', 'token', token, 'host', l[1], 'request', l[2],

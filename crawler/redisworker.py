@@ -141,16 +141,20 @@ class RedisWork:
 
     async def commit(self, pages: list[PageResult]) -> None:
         """Finish each page's lease with its result and the links it found."""
+        finishing, leased = [], []
         for page in pages:
             admission = self._admission.admit(page.requests, page.request)
             page.requests = admission.accepted
             page.dropped = admission.dropped
-            self._held.pop(page.request.key, None)
-        answers = await self.redis.finish_many(
-            [(page.request.key, results.encode(page), page.requests) for page in pages]
-        )
+            lease = self._held.pop(page.request.key, None)
+            if lease is None:  # given up at a stop, or a page the worker never leased
+                log.warning("%s: no lease held for it; its result is dropped", page.request.url)
+                continue
+            finishing.append((lease, results.encode(page), page.requests))
+            leased.append(page)
+        answers = await self.redis.finish_many(finishing)
         self._wake.set()  # their host slots are free: there may be more to lease
-        for page, answer in zip(pages, answers, strict=True):
+        for page, answer in zip(leased, answers, strict=True):
             if answer.ok:
                 self.pages += 1
                 continue

@@ -292,9 +292,23 @@ async def test_a_released_lease_frees_its_host_slot_once_before_its_finish(
     assert len(first) == 2  # the cap
     got = await frontier.lease("w", 10, [first[0].token, first[0].token])  # its fetch is over
     assert len(got.leases) == 1  # one slot freed, however many times it is said
-    done = await frontier.finish_many([(lease.token, b"", []) for lease in [*first, *got.leases]])
+    done = await frontier.finish_many([(lease, b"", []) for lease in [*first, *got.leases]])
     assert all(answer.ok for answer in done)
     assert len((await frontier.lease("w", 10)).leases) == 2  # not 3: no slot freed twice
+
+
+async def test_a_finish_for_another_request_than_its_lease_holds_is_refused(
+    client: Redis,
+) -> None:
+    # After Redis lost the tail of its append-only file, a token may be handed out again
+    # for another request: the finish names the request it was leased, and is checked.
+    frontier = RedisFrontier(client, "c", per_host=2, delay=0)
+    await frontier.admit(pages("a.test", 2))
+    first, second = (await frontier.lease("w", 2)).leases
+    assert not (await frontier.finish(first.token, b"wrong", [], second.blob)).ok
+    (done,) = await frontier.finish_many([(first, b"right", [])])
+    assert done.ok and (await frontier.counts()).refused == 1
+    assert [r.result for r in await frontier.results("collector", "one")] == [b"right"]
 
 
 async def test_an_expired_lease_is_leased_again_and_the_late_finish_refused(
