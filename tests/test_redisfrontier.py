@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
@@ -38,51 +37,10 @@ from crawler.errors import UsageError
 from crawler.http import Request
 from crawler.redisconnect import connect
 from crawler.redisfrontier import Lease, RedisFrontier
+from redis_server import REDIS_MISSING, Server
 
-REDIS = shutil.which("redis-server")
 WORKER = Path(__file__).with_name("redis_worker.py")
-pytestmark = pytest.mark.skipif(
-    REDIS is None, reason="no redis-server (apt-get install redis-server)"
-)
-
-
-class Server:
-    """A redis-server of our own, that a test can kill and start again on its data."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start on the folder's data (its append-only file) and wait for PING."""
-        assert REDIS is not None
-        args = [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder)]
-        args += ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
-        log = (self.folder / "redis.log").open("ab")
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        for _ in range(200):
-            if self._pong():
-                return
-            time.sleep(0.025)
-        raise RuntimeError(f"redis-server did not start: {(self.folder / 'redis.log').read_text()}")
-
-    def _pong(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(64).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
-            self.process = None
+pytestmark = pytest.mark.skipif(bool(REDIS_MISSING), reason=REDIS_MISSING)
 
 
 @pytest.fixture
