@@ -50,6 +50,7 @@ class Collector:
         self.bytes = 0  # body bytes of the pages collected in this run
         self.skipped = 0  # results stored by an earlier run (delivered again)
         self._stopping = False
+        self.over = False  # the crawl has ended (nothing queued, leased or waiting)
         self._marking: asyncio.Future[None] | None = None  # the "stopped" mark, being written
         self._queued = 0
         self._leased = 0
@@ -85,6 +86,7 @@ class Collector:
                     log.warning("%d leases still held; they will be leased again", counts.leased)
                     break
             elif not got and counts.results == 0 and counts.complete:
+                self.over = True
                 await self.redis.set_state("ended")
                 await self._collect()
                 self._leased = 0

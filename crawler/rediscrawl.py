@@ -150,6 +150,7 @@ class RedisCrawl:
         self.engine: Engine | None = None
         self._processes: list[asyncio.subprocess.Process] = []
         self._stopping = False
+        self._lost = ""  # why the crawl stopped by itself, if it did
 
     async def run(self) -> Summary:
         """The crawl, until it is over or stopped; its report."""
@@ -176,6 +177,8 @@ class RedisCrawl:
                 if ended:
                     crawl = Crawl(spider, settings, self.db, collector.stats, self.stop)
                     await closed(spider, store, crawl, summary)
+            if self._lost:
+                raise UsageError(f"{self._lost}; the crawl is stopped: run it again to resume")
             return summary
         finally:
             await client.aclose()
@@ -184,16 +187,20 @@ class RedisCrawl:
         self, collector: Collector, redis: RedisFrontier, parser: Parser, middlewares: Middlewares
     ) -> bool:
         """The collector, beside the workers of this process (or its worker processes)."""
+        watch: asyncio.Task[None] | None = None
         async with asyncio.TaskGroup() as tg:
             if self.workers:
                 for _ in range(self.workers):
                     self._processes.append(await self._start_worker())
+                watch = tg.create_task(self._watch_workers(collector), name="watch")
             else:
                 self.engine = worker_engine(self.spider, self.settings, redis, parser, middlewares)
                 tg.create_task(self.engine.run(), name="worker")
             ended = await collector.run()
             if self.engine is not None:
                 self.engine.frontier.stop()  # nothing is leased: it ends at once
+            if watch is not None:
+                watch.cancel()
             await self._wait_workers()
         return ended
 
@@ -202,6 +209,15 @@ class RedisCrawl:
         # A worker's own Ctrl-C is the collector's to give: its terminal's goes to the
         # collector, which stops the crawl for every worker.
         return await asyncio.create_subprocess_exec(*args, start_new_session=True)
+
+    async def _watch_workers(self, collector: Collector) -> None:
+        """Stop the crawl if every worker process has exited before its end (a spider
+        that does not load in them, say): no one would crawl."""
+        codes = await asyncio.gather(*(process.wait() for process in self._processes))
+        if not self._stopping and not collector.over:
+            self._lost = f"every worker process exited (status {codes[0]})"
+            log.error("%s: stopping the crawl", self._lost)
+            self.stop()
 
     async def _wait_workers(self) -> None:
         for process in self._processes:
