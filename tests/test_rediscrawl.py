@@ -180,6 +180,17 @@ def another_spider(folder: Path) -> Path:
     return other
 
 
+def children(parent: int) -> list[int]:
+    """The pids of the processes `parent` started."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if f"PPid:\t{parent}\n" in (entry / "status").read_text():
+                    pids.append(int(entry.name))
+    return pids
+
+
 def file_state(path: Path) -> tuple[bytes, int]:
     """A file's bytes and modification time, to see that nothing touched it."""
     return path.read_bytes(), path.stat().st_mtime_ns
@@ -246,6 +257,23 @@ async def test_a_killed_worker_s_pages_are_leased_again(
     again = [n for n, hits in site.hits.items() if hits > 1]
     assert max(site.hits.values()) <= 2
     assert len(again) <= CONCURRENCY  # the most leases the killed worker held
+
+
+async def test_a_crawl_whose_worker_processes_all_die_stops_and_says_so(
+    site: Site, redis_server: Server, tmp_path: Path
+) -> None:
+    db = tmp_path / "crawl.db"
+    args = collect(db, site, redis_server, f"DELAY={DELAY}", "LEASE=2", workers=2)
+    collector = await launch(*args)
+    await wait_for_items(db, 20, collector.process)
+    for pid in children(collector.pid):  # its `crawler work` processes
+        os.kill(pid, signal.SIGKILL)
+    code, _, err = await collector.end()
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith("crawler: every worker process exited")
+    code, _, err = await crawler(*collect(db, site, redis_server, f"DELAY={DELAY}", "LEASE=2"))
+    assert code == 0, err  # resumed in-process
+    await assert_stored_once(db, site)
 
 
 async def test_a_killed_collector_run_again_completes_the_crawl(
