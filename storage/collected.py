@@ -20,15 +20,7 @@ import aiosqlite
 
 from crawler.http import PageResult, Request
 from crawler.storage.recording import PageStats
-from crawler.storage.sqlite import (
-    _COUNT_DROPPED,
-    _COUNT_DROPPED_ITEMS,
-    _FINISH_PAGE,
-    _INSERT_REQUEST,
-    _SAVE_COOKIE,
-    Store,
-    _Batch,
-)
+from crawler.storage.sqlite import INSERT_REQUEST, Batch, Store, write_pages
 
 
 async def commit_collected(store: Store, pages: Sequence[PageResult]) -> int:
@@ -43,10 +35,10 @@ async def commit_collected(store: Store, pages: Sequence[PageResult]) -> int:
         try:
             kept = await _insert_requests(db, pages)
             now = time.time()
-            batch = _Batch(now, stats=PageStats(now))
+            batch = Batch(now, stats=PageStats(now))
             for page in kept:
                 batch.add(page, ())
-            await _write_pages(db, batch)
+            await write_pages(db, batch, batch.dropped)
             await db.execute("COMMIT")
         except BaseException:
             # A cancelled aiosqlite call still runs: roll back whatever it left open.
@@ -64,8 +56,8 @@ async def _insert_requests(
     keyed = [
         replace(page, request=_stored(page.request, first + i)) for i, page in enumerate(pages)
     ]
-    rows = list(Store._request_rows([page.request for page in keyed], None))
-    await db.executemany(_INSERT_REQUEST, rows)
+    rows = list(Store.request_rows([page.request for page in keyed], None))
+    await db.executemany(INSERT_REQUEST, rows)
     # Every key from `first` on was free when the transaction began: those found are new.
     found = await db.execute_fetchall(
         "SELECT id FROM requests WHERE id BETWEEN ? AND ?", (first, first + len(rows) - 1)
@@ -79,21 +71,3 @@ def _stored(request: Request, key: int) -> Request:
     dont_filter (its fingerprint is then the random id the frontier gave it)."""
     assert request.fp, "a collected page's request needs its fingerprint"
     return request.replace(key=key, dont_filter=False)
-
-
-async def _write_pages(db: aiosqlite.Connection, batch: _Batch) -> None:
-    """The rows `Store._write` writes after the requests, links aside."""
-    if batch.item_rows:
-        await db.executemany(
-            "INSERT INTO items (page, data, type) VALUES (?, ?, ?)", batch.item_rows
-        )
-    if batch.page_rows:
-        await db.executemany(_FINISH_PAGE, batch.page_rows)
-    if batch.dropped:
-        await db.executemany(_COUNT_DROPPED, batch.dropped.items())
-    if batch.dropped_items:
-        await db.executemany(_COUNT_DROPPED_ITEMS, batch.dropped_items.items())
-    if batch.stats is not None:
-        await batch.stats.write(db)
-    if batch.cookie_rows:
-        await db.executemany(_SAVE_COOKIE, batch.cookie_rows)

@@ -102,7 +102,7 @@ _ADDED_COLUMNS = [
     ("requests", "refresh", "INTEGER NOT NULL DEFAULT 0"),
 ]
 
-_INSERT_REQUEST = """
+INSERT_REQUEST = """
 INSERT OR IGNORE INTO requests (id, fp, url, method, headers, body, meta, callback, errback,
                       priority, depth, dont_filter, parent, redirects, cookies)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -343,25 +343,25 @@ class Store:
     async def add_requests(self, requests: Sequence[Request], dropped: Counter[str]) -> set[int]:
         """Store requests that have no page to commit with (the start requests);
         the keys of those that were new."""
-        batch = _Batch(time.time(), list(self._request_rows(requests, None)), dropped=dropped)
+        batch = Batch(time.time(), list(self.request_rows(requests, None)), dropped=dropped)
         return await self._transaction(batch)
 
     async def commit_pages(self, pages: Sequence[PageResult]) -> set[int]:
         """One transaction: every page's items, its new requests, and its done-mark;
         the keys of the requests that were new (the others were seen before)."""
         now = time.time()
-        batch = _Batch(now, stats=PageStats(now))
+        batch = Batch(now, stats=PageStats(now))
         if self.refreshing:  # some pages of this batch may be refreshes
             from crawler.storage.refresh import Refreshed
 
             batch.refreshed = Refreshed.of(pages, self.refreshing, now)
         for page in pages:
-            batch.add(page, self._request_rows(page.requests, page.request))
+            batch.add(page, self.request_rows(page.requests, page.request))
         if batch.refreshed is not None:
             batch.page_rows = batch.refreshed.usual(batch.page_rows)
         return await self._transaction(batch)
 
-    async def _transaction(self, batch: _Batch) -> set[int]:
+    async def _transaction(self, batch: Batch) -> set[int]:
         async with self._lock:  # record_live() shares the connection
             new = await self._write(batch)
         if batch.refreshed is not None:
@@ -369,14 +369,14 @@ class Store:
             self.removed_items += batch.refreshed.removed
         return new
 
-    async def _write(self, batch: _Batch) -> set[int]:
+    async def _write(self, batch: Batch) -> set[int]:
         db = self.db
         new: set[int] = set()
-        request_rows, dropped, refreshed = batch.request_rows, batch.dropped, batch.refreshed
+        request_rows, dropped = batch.request_rows, batch.dropped
         await db.execute("BEGIN IMMEDIATE")
         try:
             if request_rows:
-                await db.executemany(_INSERT_REQUEST, request_rows)
+                await db.executemany(INSERT_REQUEST, request_rows)
                 # Keys are handed out in order: those in the range that exist are new.
                 keys = await db.execute_fetchall(
                     "SELECT id FROM requests WHERE id BETWEEN ? AND ?",
@@ -386,24 +386,7 @@ class Store:
                 if len(new) < len(request_rows):
                     lost = _duplicates(len(request_rows) - len(new), batch.hops, new)
                     dropped = dropped + lost
-            if refreshed is not None:  # old items go before the new ones come
-                await refreshed.before_items(db)
-            if batch.item_rows:
-                await db.executemany(
-                    "INSERT INTO items (page, data, type) VALUES (?, ?, ?)", batch.item_rows
-                )
-            if batch.page_rows:
-                await db.executemany(_FINISH_PAGE, batch.page_rows)
-            if refreshed is not None:
-                await refreshed.after_pages(db)
-            if dropped:
-                await db.executemany(_COUNT_DROPPED, dropped.items())
-            if batch.dropped_items:
-                await db.executemany(_COUNT_DROPPED_ITEMS, batch.dropped_items.items())
-            if batch.stats is not None:
-                await batch.stats.write(db)
-            if batch.cookie_rows:
-                await db.executemany(_SAVE_COOKIE, batch.cookie_rows)
+            await write_pages(db, batch, dropped)
             await db.execute("COMMIT")
         except BaseException:
             # A cancelled aiosqlite call still runs: roll back whatever it left open.
@@ -412,7 +395,7 @@ class Store:
         return new
 
     @staticmethod
-    def _request_rows(requests: Iterable[Request], parent: Request | None) -> Iterator[RequestRow]:
+    def request_rows(requests: Iterable[Request], parent: Request | None) -> Iterator[RequestRow]:
         parent_key = parent.key if parent is not None else None
         row = RequestRow._make  # the class call costs twice as much, once per new link
         for r in requests:
@@ -435,6 +418,30 @@ class Store:
         return [CookieRow(*row) for row in rows]
 
 
+async def write_pages(db: aiosqlite.Connection, batch: Batch, dropped: Counter[str]) -> None:
+    """A batch's rows after its requests: items, done-marks, drops (links `dropped`,
+    items), the dashboard's counts and cookies; inside the caller's transaction."""
+    refreshed = batch.refreshed
+    if refreshed is not None:  # old items go before the new ones come
+        await refreshed.before_items(db)
+    if batch.item_rows:
+        await db.executemany(
+            "INSERT INTO items (page, data, type) VALUES (?, ?, ?)", batch.item_rows
+        )
+    if batch.page_rows:
+        await db.executemany(_FINISH_PAGE, batch.page_rows)
+    if refreshed is not None:
+        await refreshed.after_pages(db)
+    if dropped:
+        await db.executemany(_COUNT_DROPPED, dropped.items())
+    if batch.dropped_items:
+        await db.executemany(_COUNT_DROPPED_ITEMS, batch.dropped_items.items())
+    if batch.stats is not None:
+        await batch.stats.write(db)
+    if batch.cookie_rows:
+        await db.executemany(_SAVE_COOKIE, batch.cookie_rows)
+
+
 def _duplicates(count: int, hops: list[int], new: set[int]) -> Counter[str]:
     """The drop reasons of `count` requests the unique index refused: a redirect's next
     hop among them is counted as a redirect to a page already crawled."""
@@ -445,7 +452,7 @@ def _duplicates(count: int, hops: list[int], new: set[int]) -> Counter[str]:
 
 
 @dataclass(slots=True)
-class _Batch:
+class Batch:
     """The rows one transaction writes: pages with their items, links and counts."""
 
     now: float
