@@ -15,8 +15,10 @@ and the CPU-seconds of every process of the crawl: the crawler and its worker pr
 (os.wait4 on the crawler; its workers are its children, reaped by it) plus redis-server's
 own (`INFO cpu` used_cpu_user + used_cpu_sys, after minus before). nginx is the site
 and is not counted; it runs on core 0, the rest where the kernel puts them. A run counts
-only if it exits 0 and `crawler export` gives every page once with its title. From
-`INFO commandstats`: Lua calls (EVALSHA) and Redis commands per page.
+only if it exits 0 within `--timeout` and `crawler export` gives every page once with its
+title; one that does not is printed with its log and left out of the medians. From `INFO
+commandstats` and `INFO stats`: Lua calls (EVALSHA) and Redis commands per page (the
+commands the scripts run included).
 
 Then:
 
@@ -174,15 +176,18 @@ def check_items(db: Path, want: dict[tuple[str, str], str]) -> str | None:
     return None
 
 
-def one_run(site: str, config: str, rnd: int, url: str, want: dict, work: Path) -> Run:
-    """One configuration's crawl, measured and checked."""
+def one_run(
+    site: str, config: str, rnd: int, url: str, want: dict, work: Path, timeout: float
+) -> Run | None:
+    """One configuration's crawl, measured and checked; None if it does not count (it
+    failed, or ran past `timeout` and was killed)."""
     folder = work / f"{site}-{config}-{rnd}"
     folder.mkdir()
     server = RedisServer(folder) if config != "sqlite" else None
     try:
         before = (server.cpu(), *server.calls()) if server else (0.0, 0, 0)
         argv = crawl_argv(config, site, url, folder / "crawl.db", server.url if server else "")
-        seconds, status, usage = measure(argv, folder, folder / "log.txt", 900)
+        seconds, status, usage = measure(argv, folder, folder / "log.txt", timeout)
         after = (server.cpu(), *server.calls()) if server else (0.0, 0, 0)
     finally:
         if server:
@@ -190,7 +195,8 @@ def one_run(site: str, config: str, rnd: int, url: str, want: dict, work: Path) 
     problem = f"exit status {status}" if status else check_items(folder / "crawl.db", want)
     if problem:
         print((folder / "log.txt").read_text()[-3000:], file=sys.stderr)
-        raise SystemExit(f"{site} {config} round {rnd + 1} does not count: {problem}")
+        print(f"{site} {config} round {rnd + 1} does not count: {problem}", flush=True)
+        return None
     shutil.rmtree(folder)
     return Run(
         site, config, rnd, len(want), seconds, usage.ru_utime + usage.ru_stime,
@@ -212,13 +218,16 @@ def crawls(args: argparse.Namespace, work: Path) -> list[Run]:
             for rnd in range(args.rounds):
                 order = CONFIGS[rnd % len(CONFIGS) :] + CONFIGS[: rnd % len(CONFIGS)]
                 for config in order:
-                    run = one_run(site, config, rnd, nginx.url, want, work)
+                    run = one_run(site, config, rnd, nginx.url, want, work, args.timeout)
+                    if run is None:
+                        continue
                     runs.append(run)
                     print(
                         f"{site} round {rnd + 1} {config:8}: {run.seconds:6.2f} s"
                         f" {run.rate:6.0f} pages/s CPU {run.crawler_cpu:6.2f} + redis"
                         f" {run.redis_cpu:5.2f} s, {run.cpu_per_1000:.3f} CPU-s/1000 pages,"
-                        f" {run.lua_calls / run.pages:.2f} Lua calls/page",
+                        f" {run.lua_calls / run.pages:.2f} Lua calls/page,"
+                        f" {run.commands / run.pages:.1f} commands/page",
                         flush=True,
                     )
     finally:
@@ -476,6 +485,7 @@ def main() -> None:
     parser.add_argument("--host-pages", type=int, default=2_000, help="pages per host, 10 hosts")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--port", type=int, default=8183)
+    parser.add_argument("--timeout", type=float, default=300.0, help="a crawl's, seconds")
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--slow-pages", type=int, default=10_000)
     parser.add_argument("--delay", type=float, default=0.05, help="the slow site's delay, s")
