@@ -26,8 +26,9 @@ Then:
   `--workers 2` and the default LEASE (10 s); one worker is SIGKILLed mid-crawl, and the
   script reads Redis to time how long its leases take to be reaped (none of its tokens in
   `crawl:{ID}:leases`, `expired` in `crawl:{ID}:stats` risen by their number) and leased
-  again (each of its requests seen under a lease of another worker). The crawl must still
-  end with every page's item exactly once.
+  again (each of its requests seen under a lease of another worker, or, once reaped, none
+  left at the front of its host's queue: a look every 20 ms can miss a 50 ms lease on a
+  busy machine). The crawl must still end with every page's item exactly once.
 - `finish`: what one Redis core sustains: FINISH scripts with `--links` new links a page,
   pipelined in batches of 64 as a worker sends them, on a fresh redis-server; Redis
   CPU-seconds per page and pages per Redis CPU-second.
@@ -331,6 +332,21 @@ def counted(client: redis.Redis, prefix: str) -> int:
     return int(client.hget(prefix + "stats", "expired") or 0)
 
 
+def queued(client: redis.Redis, prefix: str, wanted: set[tuple[bytes, bytes]]) -> bool:
+    """Whether any of `wanted` (host, request) waits at the front of its host's queues,
+    where a reaped lease's request goes back; a request leaves a queue only when leased."""
+    pipe = client.pipeline(transaction=False)
+    hosts = sorted({host for host, _ in wanted})
+    for host in hosts:
+        pipe.zrange(prefix + f"qp:{host.decode()}", 0, -1)
+    heads = client.pipeline(transaction=False)
+    for host, prios in zip(hosts, pipe.execute(), strict=True):
+        for prio in prios:
+            heads.lrange(f"{prefix}q:{host.decode()}:{prio.decode()}", 0, len(wanted))
+    waiting = {blob for blobs in heads.execute() for blob in blobs}
+    return any(r in waiting for _, r in wanted)
+
+
 def kill_once(args: argparse.Namespace, url: str, work: Path, n: int) -> Kill:
     """Crawl the slow site with --workers 2; SIGKILL one worker; time the take-back."""
     folder = work / f"kill-{n}"
@@ -358,7 +374,8 @@ def kill_once(args: argparse.Namespace, url: str, work: Path, n: int) -> Kill:
             now = time.monotonic() - killed
             current = worker_leases(client, prefix)
             seen |= {(h, r) for w, h, r in current.values() if w != victim} & wanted
-            if again is None and seen == wanted:
+            back = reaped is not None and not queued(client, prefix, wanted)
+            if again is None and (seen == wanted or back):
                 again = now
             gone = not mine.keys() & current.keys()
             if reaped is None and gone and counted(client, prefix) >= expired + len(mine):
