@@ -360,13 +360,14 @@ def kill_once(args: argparse.Namespace, url: str, work: Path, n: int) -> Kill:
     crawler = subprocess.Popen(argv, cwd=folder, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     try:
         time.sleep(args.kill_after)
-        leases = worker_leases(client, prefix)
-        held = Counter(w for w, _, _ in leases.values())
+        held = Counter(w for w, _, _ in worker_leases(client, prefix).values())
         victim = max(held, key=lambda w: held[w])  # the worker holding the most
-        mine = {t: (h, r) for t, (w, h, r) in leases.items() if w == victim}
-        expired = counted(client, prefix)
         os.kill(int(victim.decode().rpartition(":")[2]), signal.SIGKILL)
         killed = time.monotonic()
+        # Read after the kill: a lease finished just before it is not the victim's to lose.
+        expired = counted(client, prefix)
+        leases = worker_leases(client, prefix)
+        mine = {t: (h, r) for t, (w, h, r) in leases.items() if w == victim}
         reaped = again = None
         wanted = set(mine.values())
         seen: set[tuple[bytes, bytes]] = set()
