@@ -456,7 +456,9 @@ async def finish_loop(pages: int, links: int, work: Path) -> dict[str, float]:
     server = RedisServer(work)
     client = Redis(port=server.port)
     try:
-        frontier = RedisFrontier(client, CRAWL_ID, per_host=10**6, delay=0, max_results=0)
+        frontier = RedisFrontier(
+            client, CRAWL_ID, per_host=10**6, delay=0, lease_seconds=3600, max_results=0
+        )  # leases that outlive the loop: the links are built between lease and finish
         seeds = [Request(f"http://www.shop-{i % 100:04d}.example.com/p/{i}") for i in range(pages)]
         await frontier.admit(seeds)
         leases = []
