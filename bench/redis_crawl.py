@@ -35,6 +35,7 @@ Then:
 
     .venv/bin/python bench/redis_crawl.py                      # ~15 minutes on 2 cores
     .venv/bin/python bench/redis_crawl.py --parts finish --no-write
+    .venv/bin/python bench/redis_crawl.py --parts crawl --sites single --configs sqlite,redis
 """
 
 from __future__ import annotations
@@ -215,9 +216,12 @@ def crawls(args: argparse.Namespace, work: Path) -> list[Run]:
     runs: list[Run] = []
     try:
         for site, pages in (("single", args.pages), ("hosts", args.host_pages)):
+            if site not in args.sites.split(","):
+                continue
             want = expected(site, pages)
             for rnd in range(args.rounds):
-                order = CONFIGS[rnd % len(CONFIGS) :] + CONFIGS[: rnd % len(CONFIGS)]
+                configs = args.configs.split(",")
+                order = configs[rnd % len(configs) :] + configs[: rnd % len(configs)]
                 for config in order:
                     run = one_run(site, config, rnd, nginx.url, want, work, args.timeout)
                     if run is None:
@@ -504,6 +508,8 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=20_000, help="the single-host site")
     parser.add_argument("--host-pages", type=int, default=2_000, help="pages per host, 10 hosts")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="a subset, in order")
+    parser.add_argument("--sites", default="single,hosts", help="a subset")
     parser.add_argument("--port", type=int, default=8183)
     parser.add_argument("--timeout", type=float, default=300.0, help="a crawl's, seconds")
     parser.add_argument("--kills", type=int, default=5)
