@@ -6,7 +6,7 @@ a single host of `--pages` pages, and ten hosts of `--host-pages` pages each
 (127.0.0.2-.11, `hosts_spider.py`):
 
 1. `sqlite`: the default frontier, one process (the baseline);
-2. `redis`: FRONTIER=redis://..., the collector crawling in its own process;
+2. `redis`: FRONTIER=redis://..., the collector crawling in the same process;
 3. `redis-w1`: `--workers 1`, one `crawler work` process beside the collector;
 4. `redis-w2`: `--workers 2`.
 
@@ -32,6 +32,9 @@ Then:
 - `finish`: what one Redis core sustains: FINISH scripts with `--links` new links a page,
   pipelined in batches of 64 as a worker sends them, on a fresh redis-server; Redis
   CPU-seconds per page and pages per Redis CPU-second.
+
+The tables are printed, and written into RESULTS.md between this script's markers unless
+`--no-write`.
 
     .venv/bin/python bench/redis_crawl.py                      # ~15 minutes on 2 cores
     .venv/bin/python bench/redis_crawl.py --parts finish --no-write
