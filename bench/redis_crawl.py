@@ -261,8 +261,11 @@ def crawl_table(runs: list[Run]) -> str:
             def med(values: list[float]) -> float:
                 return statistics.median(values)
 
-            cpu_ratio = med([r.cpu_per_1000 / base[r.round].cpu_per_1000 for r in mine])
-            rate_ratio = med([r.rate / base[r.round].rate for r in mine])
+            paired = [(r, base[r.round]) for r in mine if r.round in base]
+            cpu_ratio = rate_ratio = float("nan")  # no SQLite run to compare with
+            if paired:
+                cpu_ratio = med([r.cpu_per_1000 / b.cpu_per_1000 for r, b in paired])
+                rate_ratio = med([r.rate / b.rate for r, b in paired])
             lines.append(
                 f"| {site} ({mine[0].pages:,} pages) | {config}"
                 f" | {med([r.seconds for r in mine]):.1f}"
