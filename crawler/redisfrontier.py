@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import secrets
+import struct
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,11 +45,12 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 ADMIT_BATCH = 500  # requests per admit script: a script blocks Redis while it runs
+FINISH_BATCH = 256  # pages per finish_many script, likewise
 PATIENCE = 300.0  # seconds Redis may stay unreachable before a call gives up
 _MAX_BACKOFF = 2.0
 _RESULTS = "results"
 _SCRIPTS = (
-    "ADMIT", "LEASE", "RENEW", "FINISH", "FINISH_COUNT", "HOLD", "REAP", "ROBOTS", "SET_ROBOTS",
+    "ADMIT", "LEASE", "RENEW", "FINISH", "FINISH_MANY", "HOLD", "REAP", "ROBOTS", "SET_ROBOTS",
     "COUNTS", "BEGIN", "SET_STATE", "HEARTBEAT", "WORKERS",
 )  # fmt: skip
 
@@ -177,8 +179,8 @@ class RedisFrontier:
         a crawl of the same spider is joined (set running again) as it is. A crawl of
         another spider under this id is a UsageError."""
         token = secrets.token_hex(8)
-        first = _request_args(start[:ADMIT_BATCH])
-        reply = await self._run("BEGIN", spider, token, max_pages, int(probe), *first)
+        first = _packed(start[:ADMIT_BATCH])
+        reply = await self._run("BEGIN", spider, token, max_pages, int(probe), first)
         status, value = _text(reply[0]), _text(reply[1])
         if status == "other":
             raise UsageError(
@@ -235,8 +237,7 @@ class RedisFrontier:
         new. A `dont_filter` request is always added and never enters the seen-set."""
         new: list[bool] = []
         for start in range(0, len(requests), ADMIT_BATCH):
-            args = _request_args(requests[start : start + ADMIT_BATCH])
-            flags = await self._run("ADMIT", *args)
+            flags = await self._run("ADMIT", _packed(requests[start : start + ADMIT_BATCH]))
             new.extend(bool(flag) for flag in flags)
         return new
 
@@ -270,28 +271,28 @@ class RedisFrontier:
         """Record a page's result for the collector, admit the requests it found and free
         its host slot, if lease `token` still holds (for the request `leased`, as the
         lease gave it, when given); else refuse (and count it)."""
-        args = _request_args(new_requests)
-        return _finished(await self._run("FINISH", token, result, leased, *args))
+        packed = _packed(new_requests)
+        return _finished(await self._run("FINISH", token, result, leased, packed))
 
     async def finish_many(
         self, pages: Sequence[tuple[Lease, bytes, Sequence[Request]]]
     ) -> list[Finished]:
         """`finish` for each (lease, result, new requests), its request checked, in one
-        round trip (a pipeline of the scripts, each one still atomic). Sent again whole
-        after a lost reply: a finish that had gone through answers "again"."""
-        script = self._scripts["FINISH_COUNT"]
-        calls = [
-            [*self._config, lease.token, result, lease.blob, *_request_args(new)]
-            for lease, result, new in pages
-        ]
-
-        async def send() -> list[Any]:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for args in calls:
-                    await script(keys=[self.prefix], args=args, client=pipe)
-                return await pipe.execute()
-
-        return [_finished(reply, counted=True) for reply in await self._retrying(send)]
+        script (FINISH_BATCH pages at most per call): the answers say how many new
+        requests were new, not which. Sent again after a lost reply: a finish that had
+        gone through answers "again"."""
+        answers: list[Finished] = []
+        for start in range(0, len(pages), FINISH_BATCH):
+            args: list[bytes | int] = []
+            for lease, result, new in pages[start : start + FINISH_BATCH]:
+                args += (lease.token, result, lease.blob, _packed(new))
+            reply = await self._run("FINISH_MANY", *args)
+            stamp = int(reply[0])
+            for i in range(1, len(reply), 2):
+                status = _text(reply[i])
+                ok = status in ("ok", "again")
+                answers.append(Finished(ok, stamp, [], status == "again", int(reply[i + 1])))
+        return answers
 
     async def hold(self, host: str, seconds: float, reason: str = "Retry-After") -> None:
         """Hand out nothing of `host` for `seconds` from now; with reason "Crawl-delay",
@@ -402,25 +403,28 @@ class RedisFrontier:
             return result
 
 
-def _request_args(requests: Sequence[Request]) -> list[Any]:
-    """ADMIT's argument groups. A `dont_filter` request skips the seen-set (fp b"") and
-    gets a random uid in its blob instead: its identity, kept while it is leased again."""
-    args: list[Any] = []
+_HEAD = struct.Struct(">BHiI")  # a packed request's head, as admit() in redislua.py reads it
+
+
+def _packed(requests: Sequence[Request]) -> bytes:
+    """The requests as admit()'s one argument. A `dont_filter` request skips the seen-set
+    (no fingerprint) and gets a random uid in its blob instead: its identity, kept while
+    it is leased again."""
+    parts: list[bytes] = []
+    head = _HEAD.pack
     for r in requests:
         host = host_of(r.url)
         if r.dont_filter:
-            args += (b"", host, r.priority, wire.encode(r, host, os.urandom(16)))
+            fp, blob = b"", wire.encode(r, host, os.urandom(16))
         else:
-            fp = r.fp or fingerprint(r.method, r.url, r.body)
-            args += (fp, host, r.priority, wire.encode(r, host))
-    return args
+            fp, blob = r.fp or fingerprint(r.method, r.url, r.body), wire.encode(r, host)
+        name = host.encode()
+        parts += (head(len(fp), len(name), r.priority, len(blob)), fp, name, blob)
+    return b"".join(parts)
 
 
-def _finished(reply: Any, *, counted: bool = False) -> Finished:
+def _finished(reply: Any) -> Finished:
     status, stamp = _text(reply[0]), int(reply[1])
-    if counted:  # FINISH_COUNT: how many, not which
-        admitted = int(reply[2]) if len(reply) > 2 else 0
-        return Finished(status in ("ok", "again"), stamp, [], status == "again", admitted)
     flags = [bool(flag) for flag in reply[2:]]
     return Finished(status in ("ok", "again"), stamp, flags, status == "again", sum(flags))
 

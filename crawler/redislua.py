@@ -81,16 +81,28 @@ local function pop(host)
   return top[1], blob
 end
 
--- ARGV from `first` on: groups of fingerprint ('' for dont_filter: never deduplicated),
--- host, priority, request. Returns 1 for each new request, 0 for each seen before.
-local function admit(first)
+-- `packed`: the requests one after another (`_packed` in redisfrontier.py):
+-- a head of four big-endian numbers (the fingerprint's length, 0 for dont_filter: never
+-- deduplicated; the host's length; the priority; the request's length), then the
+-- fingerprint, the host and the request. One argument, not four per request: packing
+-- arguments one by one was the worker's largest cost in the client. Returns 1 for each
+-- new request, 0 for each seen before.
+local function admit(packed)
   local out = {}
-  for i = first, #ARGV, 4 do
+  local pos, size = 1, #packed
+  while pos <= size do
+    local nfp, nhost, prio, nreq
+    nfp, nhost, prio, nreq, pos = struct.unpack('>BHiI', packed, pos)
+    local fp = string.sub(packed, pos, pos + nfp - 1)
+    pos = pos + nfp
+    local host = string.sub(packed, pos, pos + nhost - 1)
+    pos = pos + nhost
+    local blob = string.sub(packed, pos, pos + nreq - 1)
+    pos = pos + nreq
     local new = 1
-    if ARGV[i] ~= '' then new = redis.call('SADD', P .. 'seen', ARGV[i]) end
+    if nfp > 0 then new = redis.call('SADD', P .. 'seen', fp) end
     if new == 1 then
-      local host = ARGV[i + 1]
-      push(host, tonumber(ARGV[i + 2]), ARGV[i + 3], false)
+      push(host, prio, blob, false)
       if not redis.call('ZSCORE', READY, host) then schedule(host) end
     end
     out[#out + 1] = new
@@ -131,7 +143,7 @@ local function reap(limit)
 end
 """
 
-ADMIT = _PRELUDE + "return admit(5)\n"
+ADMIT = _PRELUDE + "return admit(ARGV[5])\n"
 
 # ARGV[5] worker, ARGV[6] how many, ARGV[7..] tokens of leases whose fetch is over (their
 # host slots are freed first). Returns {status, stamp, wait, token, host, request, ...}:
@@ -200,50 +212,80 @@ return out
 """
 )
 
-# ARGV[5] token, ARGV[6] the result, ARGV[7] the request as leased ('': not checked),
-# ARGV[8..] new requests as for admit. A lease whose request is not the one given is
-# refused too: after Redis lost the last second of its append-only file (a machine
-# crash), the fence counter may hand out a token again, for another request.
-# Returns {"ok", stamp, new flags...}, {"refused", stamp} or {"again", stamp}.
+# One page's finish: lease `token`'s page has `result` and found the requests `packed`
+# (as for admit); `leased` is the request as the lease gave it ('': not checked). A lease
+# whose request is not the one given is refused too: after Redis lost the last second of
+# its append-only file (a machine crash), the fence counter may hand out a token again,
+# for another request. Returns "ok" with the new-request flags and their count, or
+# "refused", or "again" (finished before: a retry after a lost reply).
 _FINISH = """
-local token = ARGV[5]
-if redis.call('ZSCORE', FINISHED, token) then return {'again', STAMP} end
-local expiry = redis.call('ZSCORE', LEASES, token)
-if not expiry or tonumber(expiry) <= NOW then
-  if expiry then
-    requeue(token)
-    redis.call('HINCRBY', STATS, 'expired', 1)
+local function finish(token, result, leased, packed)
+  if redis.call('ZSCORE', FINISHED, token) then return 'again' end
+  local expiry = redis.call('ZSCORE', LEASES, token)
+  if not expiry or tonumber(expiry) <= NOW then
+    if expiry then
+      requeue(token)
+      redis.call('HINCRBY', STATS, 'expired', 1)
+    end
+    redis.call('HINCRBY', STATS, 'refused', 1)
+    return 'refused'
   end
-  redis.call('HINCRBY', STATS, 'refused', 1)
-  return {'refused', STAMP}
+  local lk = P .. 'lease:' .. token
+  local l = redis.call('HMGET', lk, 'host', 'req', 'freed')
+  if leased ~= '' and l[2] ~= leased then
+    redis.call('HINCRBY', STATS, 'refused', 1)
+    return 'refused'
+  end
+  local new = admit(packed)
+  local count = 0
+  for _, flag in ipairs(new) do count = count + flag end
+  redis.call('XADD', P .. 'results', '*', 'token', token, 'host', l[1], 'request', l[2],
+             'result', result, 'new', count)
+  redis.call('DEL', lk)
+  redis.call('ZREM', LEASES, token)
+  if not l[3] then redis.call('HINCRBY', hkey(l[1]), 'inflight', -1) end
+  schedule(l[1])
+  redis.call('HINCRBY', STATS, 'finished', 1)
+  redis.call('ZADD', FINISHED, NOW, token)
+  return 'ok', new, count
 end
-local lk = P .. 'lease:' .. token
-local l = redis.call('HMGET', lk, 'host', 'req', 'freed')
-if ARGV[7] ~= '' and l[2] ~= ARGV[7] then
-  redis.call('HINCRBY', STATS, 'refused', 1)
-  return {'refused', STAMP}
-end
-local new = admit(8)
-local count = 0
-for _, flag in ipairs(new) do count = count + flag end
-redis.call('XADD', P .. 'results', '*', 'token', token, 'host', l[1], 'request', l[2],
-           'result', ARGV[6], 'new', count)
-redis.call('DEL', lk)
-redis.call('ZREM', LEASES, token)
-if not l[3] then redis.call('HINCRBY', hkey(l[1]), 'inflight', -1) end
-schedule(l[1])
-redis.call('HINCRBY', STATS, 'finished', 1)
-redis.call('ZADD', FINISHED, NOW, token)
+"""
+
+# ARGV[5] token, ARGV[6] the result, ARGV[7] the request as leased, ARGV[8] the new
+# requests, packed. Returns {"ok", stamp, new flags...}, {"refused", stamp} or
+# {"again", stamp}.
+FINISH = (
+    _PRELUDE
+    + _FINISH
+    + """
+local status, new = finish(ARGV[5], ARGV[6], ARGV[7], ARGV[8])
 redis.call('ZREMRANGEBYSCORE', FINISHED, '-inf', NOW - KEEP_FINISHED)
-local out = {'ok', STAMP}  -- not unpack(new): Lua's stack takes 8,000 values at most
-if not FLAGS then return {'ok', STAMP, count} end
-for _, flag in ipairs(new) do out[#out + 1] = flag end
+local out = {status, STAMP}  -- not unpack(new): Lua's stack takes 8,000 values at most
+if new then
+  for _, flag in ipairs(new) do out[#out + 1] = flag end
+end
 return out
 """
-FINISH = _PRELUDE + "local FLAGS = true\n" + _FINISH
-# The same, answering {"ok", stamp, how many were new} instead of a flag each: a worker
-# finishing a batch needs no more, and a reply of one flag per link costs it to parse.
-FINISH_COUNT = _PRELUDE + "local FLAGS = false\n" + _FINISH
+)
+
+# A worker's batch of pages finished in one script (each page as FINISH has it, the batch
+# atomic as a whole): ARGV[5..] groups of token, result, request as leased, new requests
+# packed. Returns {stamp, status, how many were new, status, ...}: one call, not one per
+# page, and no flag per link to read back.
+FINISH_MANY = (
+    _PRELUDE
+    + _FINISH
+    + """
+local out = {STAMP}
+for i = 5, #ARGV, 4 do
+  local status, _, count = finish(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  out[#out + 1] = status
+  out[#out + 1] = count or 0
+end
+redis.call('ZREMRANGEBYSCORE', FINISHED, '-inf', NOW - KEEP_FINISHED)
+return out
+"""
+)
 
 # ARGV[5] host, ARGV[6] microseconds, ARGV[7] reason: "Crawl-delay" raises the host's
 # delay between hand-outs; anything else (Retry-After) holds the host that long from now.
@@ -293,10 +335,10 @@ return 1
 """
 )
 
-# ARGV[5] spider, ARGV[6] a new token, ARGV[7] max_pages, ARGV[8] probe (1 or 0), ARGV[9..]
-# start requests as for admit. A new crawl is created and seeded: {"created", token}. One
-# of the same spider is set running again: {"joined", its token}. Another spider's crawl is
-# left alone: {"other", its spider}.
+# ARGV[5] spider, ARGV[6] a new token, ARGV[7] max_pages, ARGV[8] probe (1 or 0), ARGV[9]
+# the start requests, packed as for admit. A new crawl is created and seeded: {"created",
+# token}. One of the same spider is set running again: {"joined", its token}. Another
+# spider's crawl is left alone: {"other", its spider}.
 BEGIN = (
     _PRELUDE
     + """
@@ -309,7 +351,7 @@ end
 redis.call('HSET', META, 'spider', ARGV[5], 'token', ARGV[6], 'created', STAMP,
            'state', 'running', 'max_pages', ARGV[7], 'probe', ARGV[8])
 PROBE = ARGV[8] == '1'
-admit(9)
+admit(ARGV[9])
 return {'created', ARGV[6]}
 """
 )

@@ -62,11 +62,11 @@ def encode(page: PageResult) -> bytes:
 
 def decode(blob: bytes, request: Request, new: int) -> PageResult:
     """The page `encode` wrote, for the collector to store: its request is `request`
-    (given its fingerprint if it has none), its links are gone (they live in Redis), and
+    (given its fingerprint if it has none, in place), its links are gone (they live in Redis), and
     those Redis refused as seen before (sent - new) are counted among its drops."""
     fields = json.loads(blob)
-    if not request.fp:
-        request = request.replace(fp=fingerprint(request.method, request.url, request.body))
+    if not request.fp:  # the collector's own copy, decoded for this page: set in place
+        request.fp = fingerprint(request.method, request.url, request.body)
     page = PageResult(
         request,
         status=fields.get("status"),

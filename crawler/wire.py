@@ -24,6 +24,8 @@ Resolve = Callable[[str | None], Callback | None]  # a callback's name -> the sp
 
 _DEFAULTS: tuple[Any, ...] = (None, 0, 0, "GET", None, None, None, None, False, 0, None, None)
 _HTTPS = "~"  # marks a URL stored without "https://host"
+# One encoder for every request: json.dumps with arguments builds one per call.
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
 
 def encode(request: Request, host: str, uid: bytes = b"") -> bytes:
@@ -43,8 +45,7 @@ def encode(request: Request, host: str, uid: bytes = b"") -> bytes:
     end = len(fields)
     while end > 1 and fields[end - 1] == _DEFAULTS[end - 2]:
         end -= 1
-    text = json.dumps(fields[:end], ensure_ascii=False, separators=(",", ":"), default=str)
-    return text.encode()
+    return _dumps(fields[:end]).encode()
 
 
 def decode(blob: bytes, host: str, resolve: Resolve | None = None) -> Request:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 
 import aiosqlite
 
@@ -53,9 +52,9 @@ async def _insert_requests(
     """Insert the pages' request rows under the next free keys; the pages whose row went
     in, keyed (the unique index ignored the others)."""
     ((first,),) = await db.execute_fetchall("SELECT COALESCE(MAX(id), 0) + 1 FROM requests")
-    keyed = [
-        replace(page, request=_stored(page.request, first + i)) for i, page in enumerate(pages)
-    ]
+    keyed = list(pages)
+    for i, page in enumerate(keyed):
+        _keep(page.request, first + i)
     rows = list(Store.request_rows([page.request for page in keyed], None))
     await db.executemany(INSERT_REQUEST, rows)
     # Every key from `first` on was free when the transaction began: those found are new.
@@ -66,8 +65,10 @@ async def _insert_requests(
     return [page for page in keyed if page.request.key in new]
 
 
-def _stored(request: Request, key: int) -> Request:
+def _keep(request: Request, key: int) -> None:
     """The request as its row stores it: keyed, and under the unique index even when
-    dont_filter (its fingerprint is then the random id the frontier gave it)."""
+    dont_filter (its fingerprint is then the random id the frontier gave it). Changed in
+    place: the collector decoded it for this commit alone."""
     assert request.fp, "a collected page's request needs its fingerprint"
-    return request.replace(key=key, dont_filter=False)
+    request.key = key
+    request.dont_filter = False
