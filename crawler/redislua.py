@@ -43,6 +43,9 @@ local META = P .. 'meta'
 local PROBE = redis.call('HGET', META, 'probe') == '1'
 local FINISHED, KEEP_FINISHED = P .. 'finished', 120000000
 
+-- A whole number as the argument redis.call() sends: Redis 7.0 formats a Lua number
+-- with "%.17g", which cost more than the rest of a finish; "%d" does not.
+local function int(x) return string.format('%d', x) end
 local function hkey(host) return P .. 'host:' .. host end
 local function pkey(host) return P .. 'qp:' .. host end
 local function qkey(host, prio) return P .. 'q:' .. host .. ':' .. prio end
@@ -61,23 +64,24 @@ local function schedule(host)
   end
   local delay = math.max(DELAY, tonumber(h[3]) or 0)
   local due = math.max((tonumber(h[2]) or 0) + delay, tonumber(h[4]) or 0)
-  redis.call('ZADD', READY, due, host)
+  redis.call('ZADD', READY, int(due), host)
 end
 
 local function push(host, prio, blob, front)
-  local q = qkey(host, prio)
+  local name = int(prio)
+  local q = qkey(host, name)
   if front then redis.call('LPUSH', q, blob) else redis.call('RPUSH', q, blob) end
-  redis.call('ZADD', pkey(host), -prio, prio)
-  redis.call('HINCRBY', STATS, 'queued', 1)
+  redis.call('ZADD', pkey(host), int(-prio), name)
+  redis.call('HINCRBY', STATS, 'queued', '1')
 end
 
 local function pop(host)
-  local top = redis.call('ZRANGE', pkey(host), 0, 0)
+  local top = redis.call('ZRANGE', pkey(host), '0', '0')
   if #top == 0 then return nil, nil end
   local q = qkey(host, top[1])
   local blob = redis.call('LPOP', q)
   if redis.call('LLEN', q) == 0 then redis.call('ZREM', pkey(host), top[1]) end
-  redis.call('HINCRBY', STATS, 'queued', -1)
+  redis.call('HINCRBY', STATS, 'queued', '-1')
   return top[1], blob
 end
 
@@ -115,8 +119,8 @@ end
 local function free(token)
   local lk = P .. 'lease:' .. token
   local host = redis.call('HGET', lk, 'host')
-  if host and redis.call('HSETNX', lk, 'freed', 1) == 1 then
-    redis.call('HINCRBY', hkey(host), 'inflight', -1)
+  if host and redis.call('HSETNX', lk, 'freed', '1') == 1 then
+    redis.call('HINCRBY', hkey(host), 'inflight', '-1')
     schedule(host)
   end
 end
@@ -129,16 +133,16 @@ local function requeue(token)
   redis.call('ZREM', LEASES, token)
   if l[1] then
     push(l[1], tonumber(l[2]), l[3], true)
-    if not l[4] then redis.call('HINCRBY', hkey(l[1]), 'inflight', -1) end
+    if not l[4] then redis.call('HINCRBY', hkey(l[1]), 'inflight', '-1') end
     schedule(l[1])
   end
 end
 
 local function reap(limit)
-  redis.call('ZREMRANGEBYSCORE', FINISHED, '-inf', NOW - KEEP_FINISHED)
-  local expired = redis.call('ZRANGE', LEASES, '-inf', NOW, 'BYSCORE', 'LIMIT', 0, limit)
+  redis.call('ZREMRANGEBYSCORE', FINISHED, '-inf', int(NOW - KEEP_FINISHED))
+  local expired = redis.call('ZRANGE', LEASES, '-inf', STAMP, 'BYSCORE', 'LIMIT', '0', int(limit))
   for _, token in ipairs(expired) do requeue(token) end
-  if #expired > 0 then redis.call('HINCRBY', STATS, 'expired', #expired) end
+  if #expired > 0 then redis.call('HINCRBY', STATS, 'expired', int(#expired)) end
   return #expired
 end
 """
@@ -169,7 +173,7 @@ if limit > 0 then
 end
 local out = {'ok', STAMP, -1}
 while got < want do
-  local hosts = redis.call('ZRANGE', READY, '-inf', NOW, 'BYSCORE', 'LIMIT', 0, want - got)
+  local hosts = redis.call('ZRANGE', READY, '-inf', STAMP, 'BYSCORE', 'LIMIT', '0', int(want - got))
   if #hosts == 0 then break end
   for _, host in ipairs(hosts) do
     local prio, blob = pop(host)
@@ -177,9 +181,9 @@ while got < want do
       local token = redis.call('INCR', P .. 'fence')
       redis.call('HSET', P .. 'lease:' .. token,
                  'host', host, 'prio', prio, 'req', blob, 'worker', ARGV[5])
-      redis.call('ZADD', LEASES, NOW + LEASE, token)
-      redis.call('HINCRBY', hkey(host), 'inflight', 1)
-      redis.call('HSET', hkey(host), 'last', NOW)
+      redis.call('ZADD', LEASES, int(NOW + LEASE), token)
+      redis.call('HINCRBY', hkey(host), 'inflight', '1')
+      redis.call('HSET', hkey(host), 'last', STAMP)
       out[#out + 1] = token
       out[#out + 1] = host
       out[#out + 1] = blob
@@ -188,7 +192,7 @@ while got < want do
     schedule(host)
   end
 end
-local first = redis.call('ZRANGE', READY, 0, 0, 'WITHSCORES')
+local first = redis.call('ZRANGE', READY, '0', '0', 'WITHSCORES')
 if first[2] then out[3] = math.max(0, tonumber(first[2]) - NOW) end
 return out
 """
@@ -202,7 +206,7 @@ local out = {}
 for i = 5, #ARGV do
   local expiry = redis.call('ZSCORE', LEASES, ARGV[i])
   if expiry and tonumber(expiry) > NOW then
-    redis.call('ZADD', LEASES, 'XX', NOW + LEASE, ARGV[i])
+    redis.call('ZADD', LEASES, 'XX', int(NOW + LEASE), ARGV[i])
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
@@ -225,28 +229,28 @@ local function finish(token, result, leased, packed)
   if not expiry or tonumber(expiry) <= NOW then
     if expiry then
       requeue(token)
-      redis.call('HINCRBY', STATS, 'expired', 1)
+      redis.call('HINCRBY', STATS, 'expired', '1')
     end
-    redis.call('HINCRBY', STATS, 'refused', 1)
+    redis.call('HINCRBY', STATS, 'refused', '1')
     return 'refused'
   end
   local lk = P .. 'lease:' .. token
   local l = redis.call('HMGET', lk, 'host', 'req', 'freed')
   if leased ~= '' and l[2] ~= leased then
-    redis.call('HINCRBY', STATS, 'refused', 1)
+    redis.call('HINCRBY', STATS, 'refused', '1')
     return 'refused'
   end
   local new = admit(packed)
   local count = 0
   for _, flag in ipairs(new) do count = count + flag end
   redis.call('XADD', P .. 'results', '*', 'token', token, 'host', l[1], 'request', l[2],
-             'result', result, 'new', count)
+             'result', result, 'new', int(count))
   redis.call('DEL', lk)
   redis.call('ZREM', LEASES, token)
-  if not l[3] then redis.call('HINCRBY', hkey(l[1]), 'inflight', -1) end
+  if not l[3] then redis.call('HINCRBY', hkey(l[1]), 'inflight', '-1') end
   schedule(l[1])
-  redis.call('HINCRBY', STATS, 'finished', 1)
-  redis.call('ZADD', FINISHED, NOW, token)
+  redis.call('HINCRBY', STATS, 'finished', '1')
+  redis.call('ZADD', FINISHED, STAMP, token)
   return 'ok', new, count
 end
 """
@@ -259,7 +263,7 @@ FINISH = (
     + _FINISH
     + """
 local status, new = finish(ARGV[5], ARGV[6], ARGV[7], ARGV[8])
-redis.call('ZREMRANGEBYSCORE', FINISHED, '-inf', NOW - KEEP_FINISHED)
+redis.call('ZREMRANGEBYSCORE', FINISHED, '-inf', int(NOW - KEEP_FINISHED))
 local out = {status, STAMP}  -- not unpack(new): Lua's stack takes 8,000 values at most
 if new then
   for _, flag in ipairs(new) do out[#out + 1] = flag end
@@ -282,7 +286,7 @@ for i = 5, #ARGV, 4 do
   out[#out + 1] = status
   out[#out + 1] = count or 0
 end
-redis.call('ZREMRANGEBYSCORE', FINISHED, '-inf', NOW - KEEP_FINISHED)
+redis.call('ZREMRANGEBYSCORE', FINISHED, '-inf', int(NOW - KEEP_FINISHED))
 return out
 """
 )
