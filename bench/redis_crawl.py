@@ -29,9 +29,9 @@ Then:
   again (each of its requests seen under a lease of another worker, or, once reaped, none
   left at the front of its host's queue: a look every 20 ms can miss a 50 ms lease on a
   busy machine). The crawl must still end with every page's item exactly once.
-- `finish`: what one Redis core sustains: FINISH scripts with `--links` new links a page,
-  pipelined in batches of 64 as a worker sends them, on a fresh redis-server; Redis
-  CPU-seconds per page and pages per Redis CPU-second.
+- `finish`: what one Redis core sustains: finishes with `--links` new links a page, in
+  batches of 64 (one FINISH_MANY script each, as a worker sends them), on a fresh
+  redis-server; Redis CPU-seconds per page and pages per Redis CPU-second.
 
 The tables are printed, and written into RESULTS.md between this script's markers unless
 `--no-write`.
@@ -459,8 +459,8 @@ def page_links(page: int, links: int) -> list[Request]:
 
 
 async def finish_loop(pages: int, links: int, work: Path) -> dict[str, float]:
-    """Lease `pages` requests, then finish them in pipelined batches of 64, each with
-    `links` new links; Redis CPU-seconds and wall seconds of the finishing."""
+    """Lease `pages` requests, then finish them in batches of 64 (one script each), each
+    with `links` new links; Redis CPU-seconds and wall seconds of the finishing."""
     from redis.asyncio import Redis
 
     server = RedisServer(work)
@@ -478,7 +478,7 @@ async def finish_loop(pages: int, links: int, work: Path) -> dict[str, float]:
         result = b'["done",200,1234,0.05]'
         batches = [leases[i : i + 64] for i in range(0, pages, 64)]
         calls = [
-            [(lease.token, result, page_links(n * 64 + k, links)) for k, lease in enumerate(b)]
+            [(lease, result, page_links(n * 64 + k, links)) for k, lease in enumerate(b)]
             for n, b in enumerate(batches)
         ]  # built before the clock starts: the Python side is not Redis's cost
         cpu, started = server.cpu(), time.perf_counter()
