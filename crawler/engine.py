@@ -210,7 +210,7 @@ class Engine:
                     robots.close()
                 await fire(bound(hooks, "close"), self.crawl)
             if self.store is None:  # a worker's share: what it did
-                summary = self.stats.summary(self.spider.name or "")
+                summary = Summary.of(self.spider.name or "", self.stats)
             else:
                 with closing(open_readonly(self.store.path)) as db:
                     summary = read_summary(db)

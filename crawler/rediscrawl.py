@@ -111,7 +111,7 @@ class RedisWorker:
             redis = crawl_frontier(client, self.spider, self.settings, parser)
             self.engine = worker_engine(self.spider, self.settings, redis, parser, middlewares)
             if self._stopped:
-                return self.engine.stats.summary(self.spider.name)
+                return Summary.of(self.spider.name, self.engine.stats)
             return await self.engine.run()
         finally:
             await client.aclose()

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from crawler.storage.sqlite import Summary
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,16 +57,6 @@ class Stats:
     def pages(self) -> int:
         """Pages committed, of every kind."""
         return self.pages_done + self.pages_failed + self.pages_skipped + self.pages_redirected
-
-    def summary(self, spider: str) -> Summary:
-        """These totals as a status report (a process without a database of its own)."""
-        from crawler.storage.sqlite import Summary
-
-        return Summary(
-            spider=spider, pages_done=self.pages_done, pages_failed=self.pages_failed,
-            pages_skipped=self.pages_skipped, pages_redirected=self.pages_redirected,
-            items=self.items, items_dropped=dict(self.items_dropped),
-        )  # fmt: skip
 
     def add(self, other: Stats) -> None:
         """Add another's totals to these (an earlier run's, read from the database)."""

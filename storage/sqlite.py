@@ -208,6 +208,15 @@ class Summary:
         """Whether nothing is left to fetch."""
         return self.pages_queued == 0
 
+    @classmethod
+    def of(cls, spider: str, stats: Stats) -> Summary:
+        """A process's running totals as a report (a Redis worker has no database)."""
+        return cls(
+            spider=spider, pages_done=stats.pages_done, pages_failed=stats.pages_failed,
+            pages_skipped=stats.pages_skipped, pages_redirected=stats.pages_redirected,
+            items=stats.items, items_dropped=dict(stats.items_dropped),
+        )  # fmt: skip
+
 
 class Store:
     """The one writer of a crawl database."""
