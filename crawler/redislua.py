@@ -247,8 +247,10 @@ local function finish(token, result, leased, packed)
              'result', result, 'new', int(count))
   redis.call('DEL', lk)
   redis.call('ZREM', LEASES, token)
-  if not l[3] then redis.call('HINCRBY', hkey(l[1]), 'inflight', '-1') end
-  schedule(l[1])
+  if not l[3] then  -- a slot freed at the fetch's end was rescheduled then
+    redis.call('HINCRBY', hkey(l[1]), 'inflight', '-1')
+    schedule(l[1])
+  end
   redis.call('HINCRBY', STATS, 'finished', '1')
   redis.call('ZADD', FINISHED, STAMP, token)
   return 'ok', new, count
