@@ -82,6 +82,11 @@ class Recent(Generic[K, V]):
         if len(new) >= self._half:
             self._old, self._new = new, {}
 
+    def discard(self, key: K) -> None:
+        """Forget `key`, if it is here."""
+        self._new.pop(key, None)
+        self._old.pop(key, None)
+
     def __contains__(self, key: K) -> bool:
         return self.get(key) is not None
 
@@ -229,6 +234,13 @@ class LocalFrontier:
             return "duplicate", fp
         self._recent.put(fp, True)
         return "", fp
+
+    def forget(self, requests: Iterable[Request]) -> None:
+        """Requests admitted here that never reached the crawl (a Redis worker's finish
+        was refused): forget them, so the next link to each is admitted again."""
+        for request in requests:
+            self._recent.discard(request.fp)
+            self._verdicts.discard(request.url)
 
     def _admitted(self, r: Request, depth: int, fp: bytes) -> Request:
         """A copy of `r` with its depth, row key and fingerprint."""

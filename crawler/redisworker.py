@@ -149,6 +149,7 @@ class RedisWork:
             lease = self._held.pop(page.request.key, None)
             if lease is None:  # given up at a stop, or a page the worker never leased
                 log.warning("%s: no lease held for it; its result is dropped", page.request.url)
+                self._admission.forget(page.requests)
                 continue
             finishing.append((lease, results.encode(page), page.requests))
             leased.append(page)
@@ -159,6 +160,7 @@ class RedisWork:
                 self.pages += 1
                 continue
             self.refused += 1
+            self._admission.forget(page.requests)  # they were not admitted: send them again
             log.warning(
                 "%s: lease %d was lost (this worker was too slow, or cut off from Redis);"
                 " another worker has the page, this result is dropped",

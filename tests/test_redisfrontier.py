@@ -34,9 +34,12 @@ from redis.backoff import NoBackoff
 
 from crawler import wire
 from crawler.errors import UsageError
-from crawler.http import Request
+from crawler.frontier import LocalFrontier
+from crawler.http import PageResult, Request
 from crawler.redisconnect import connect
 from crawler.redisfrontier import Lease, RedisFrontier
+from crawler.redisworker import RedisWork
+from crawler.settings import Settings
 from redis_server import REDIS_MISSING, Server
 
 WORKER = Path(__file__).with_name("redis_worker.py")
@@ -267,6 +270,28 @@ async def test_a_finish_for_another_request_than_its_lease_holds_is_refused(
     (done,) = await frontier.finish_many([(first, b"right", [])])
     assert done.ok and (await frontier.counts()).refused == 1
     assert [r.result for r in await frontier.results("collector", "one")] == [b"right"]
+
+
+async def test_a_refused_finish_s_links_are_sent_again_by_the_next_page(client: Redis) -> None:
+    # A worker's own cache of links seen must not keep a link its refused finish never
+    # admitted: with one worker, no page would ever send it again.
+    redis = RedisFrontier(client, "c", per_host=4, delay=0)
+    await redis.begin("s", pages("a.test", 2), 0, False)
+    work = RedisWork(redis, LocalFrontier(Settings.build({"ROBOTS": False})), "s")
+    await work.open([])
+    feed = asyncio.create_task(work.feed())
+    try:
+        first, second = await work.get(), await work.get()
+        assert first is not None and second is not None
+        await client.zrem(redis.prefix + "leases", first.key)  # the lease is lost
+        link = Request("http://a.test/new")
+        await work.commit([PageResult(first, status=200, requests=[link])])
+        assert work.refused == 1 and (await redis.counts()).queued == 0
+        await work.commit([PageResult(second, status=200, requests=[link])])
+        assert work.refused == 1 and (await redis.counts()).queued == 1
+    finally:
+        work.stop()
+        await feed
 
 
 async def test_an_expired_lease_is_leased_again_and_the_late_finish_refused(
