@@ -170,6 +170,7 @@ class RedisFrontier:
         self._config = (per_host, round(delay * 1e6), round(lease_seconds * 1e6), max_results)
         self._resolve = resolve
         self._patience = patience
+        self._outage: float | None = None  # when Redis was first found unreachable, if it is
         self._scripts = {name: client.register_script(getattr(redislua, name)) for name in _SCRIPTS}
 
     async def begin(
@@ -392,14 +393,17 @@ class RedisFrontier:
                 now = time.monotonic()
                 if since is None:
                     since = now
-                    log.warning("Redis unreachable (%s); retrying", exc)
+                    if self._outage is None:  # the calls under way share one line
+                        self._outage = now
+                        log.warning("Redis unreachable (%s); retrying", exc)
                 elif now - since > self._patience:
                     raise
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, _MAX_BACKOFF)
                 continue
-            if since is not None:
-                log.debug("Redis is back after %.1f s", time.monotonic() - since)
+            if self._outage is not None:
+                log.info("Redis is back after %.1f s", time.monotonic() - self._outage)
+                self._outage = None
             return result
 
 
