@@ -317,6 +317,24 @@ async def test_a_restarted_redis_pauses_the_crawl_and_it_goes_on(
     await assert_stored_once(db, site)
 
 
+async def test_redis_down_longer_than_a_lease_loses_no_page(
+    site: Site, redis_server: Server, tmp_path: Path
+) -> None:
+    # One process crawls and collects; Redis is gone for longer than LEASE, so the leases
+    # it held expire and their finishes are refused: those pages and the links they found
+    # must still come back (the worker's cache of links seen forgets a refused page's).
+    db = tmp_path / "crawl.db"
+    collector = await launch(*collect(db, site, redis_server, f"DELAY={DELAY}", "LEASE=1"))
+    await wait_for_items(db, 40, collector.process)
+    assert collector.process.returncode is None, "the crawl ended before the kill"
+    redis_server.kill()
+    await asyncio.sleep(2.5)
+    redis_server.start()
+    code, _, err = await collector.end()
+    assert code == 0, err
+    await assert_stored_once(db, site)
+
+
 async def test_a_worker_stopped_past_its_leases_has_its_finishes_refused(
     redis_server: Server, tmp_path: Path
 ) -> None:
