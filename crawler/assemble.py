@@ -27,7 +27,7 @@ from crawler.urls import host_of
 
 
 def settings_for(spider: Spider, overrides: Mapping[str, Any] | None) -> Settings:
-    """The spider's settings with `overrides` on top, checked; START_URL applied."""
+    """The spider's settings with `overrides` on top, checked (its item_type too)."""
     if not spider.name:
         raise UsageError(f"spider {type(spider).__name__} has no name")
     settings = Settings.build(spider.custom_settings, overrides or {})

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Protocol, TextIO
 
 from crawler import __version__
-from crawler.assemble import sqlite_engine
+from crawler.assemble import settings_for, sqlite_engine
 from crawler.errors import UsageError
 from crawler.loader import bundled_spiders, load_spider
 from crawler.progress import LOG_FORMAT, Progress
@@ -193,9 +193,7 @@ def _crawl(args: argparse.Namespace) -> int:
     if args.workers < 0:
         raise UsageError(f"crawl: --workers {args.workers}: expected 0 or more")
     runner: Runner
-    if str(overrides.get("FRONTIER", spider.custom_settings.get("FRONTIER", ""))).startswith(
-        "redis://"
-    ):
+    if settings_for(spider, overrides).frontier.startswith("redis://"):
         if args.refresh is not None:
             raise UsageError("crawl: --refresh is not available with FRONTIER=redis yet")
         from crawler.rediscrawl import RedisCrawl
