@@ -21,9 +21,8 @@ import logging
 import time
 
 from crawler import results, wire
-from crawler.http import Callback, PageResult
+from crawler.http import PageResult
 from crawler.redisfrontier import RedisFrontier, Result
-from crawler.spider import Spider
 from crawler.stats import HostState, Snapshot, Stats
 from crawler.storage.collected import commit_collected
 from crawler.storage.sqlite import Store, Summary
@@ -41,10 +40,9 @@ STOP_WAIT = 15.0  # seconds at most to collect what workers finish after a stop,
 class Collector:
     """Stores a Redis crawl's results in its SQLite file."""
 
-    def __init__(self, redis: RedisFrontier, store: Store, spider: Spider, max_pages: int) -> None:
+    def __init__(self, redis: RedisFrontier, store: Store, max_pages: int) -> None:
         self.redis = redis
         self.store = store
-        self.spider = spider
         self.max_pages = max_pages
         self.stats = Stats()
         self.bytes = 0  # body bytes of the pages collected in this run
@@ -57,7 +55,6 @@ class Collector:
         self._refused = 0  # finishes under a lost lease, over the whole crawl
         self._expired = 0  # leases that ran out (a worker killed, or cut off) and went back
         self._started = time.monotonic()
-        self._resolve = _names(spider)
 
     async def run(self) -> bool:
         """Collect until the crawl is over (True) or stopped (False)."""
@@ -110,25 +107,12 @@ class Collector:
         pages = [self._page(result) for result in found]
         self.skipped += await commit_collected(self.store, pages)
         await self.redis.ack(GROUP, [result.id for result in found])
-        stats = self.stats
-        for page in pages:
-            if page.skipped:
-                stats.pages_skipped += 1
-            elif page.error:
-                stats.pages_failed += 1
-            elif page.redirected:
-                stats.pages_redirected += 1
-            else:
-                stats.pages_done += 1
-            stats.items += len(page.items)
-            if page.dropped_items:
-                stats.items_dropped.update(reason for _, reason in page.dropped_items)
-            self.bytes += page.size
-        stats.pages_this_run += len(pages)
+        self.stats.count(pages)
+        self.bytes += sum(page.size for page in pages)
         return len(found)
 
     def _page(self, result: Result) -> PageResult:
-        request = wire.decode(result.request, result.host, self._resolve)
+        request = wire.decode(result.request, result.host, self.redis.resolve)
         return results.decode(result.result, request, result.new)
 
     async def _record_live(self, state: str) -> None:
@@ -171,13 +155,3 @@ class Collector:
         summary.elapsed = time.monotonic() - self._started
         summary.pages_this_run = self.stats.pages_this_run
         return summary
-
-
-def _names(spider: Spider) -> wire.Resolve:
-    """Callback names as the collector stores them: the spider's methods if it has them."""
-
-    def resolve(name: str | None) -> Callback | None:
-        method = getattr(spider, name, None) if name else None
-        return method if callable(method) else None
-
-    return resolve

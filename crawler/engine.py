@@ -165,7 +165,7 @@ class Engine:
     async def run(self) -> Summary:
         """Crawl until the frontier is empty, MAX_PAGES is reached, or `stop()`."""
         started = self._started = time.monotonic()
-        start = self._start_requests()
+        start = start_requests(self.spider, self.settings, self.parser)
         async with AsyncExitStack() as stack:
             stack.enter_context(_fewer_collections())
             cache = None
@@ -236,10 +236,6 @@ class Engine:
         for task in self._fetch_tasks:
             task.cancel()
 
-    def _start_requests(self) -> list[Request]:
-        """The spider's start requests, checked before any file is touched."""
-        return start_requests(self.spider, self.settings, self.parser)
-
     async def _fetch_loop(self, step: FetchStep) -> None:
         while (request := await self.frontier.get()) is not None:
             network = True
@@ -280,19 +276,7 @@ class Engine:
                 continue
             await self.frontier.commit(pages)
             stats = self.stats
-            for page in pages:
-                if page.skipped:
-                    stats.pages_skipped += 1
-                elif page.error:
-                    stats.pages_failed += 1
-                elif page.redirected:
-                    stats.pages_redirected += 1
-                else:
-                    stats.pages_done += 1
-                stats.items += len(page.items)
-                if page.dropped_items:
-                    stats.items_dropped.update(reason for _, reason in page.dropped_items)
-            stats.pages_this_run += len(pages)
+            stats.count(pages)
             store = self.store
             if store is not None and store.removed_items:  # a refresh replaced old items
                 stats.items -= store.removed_items

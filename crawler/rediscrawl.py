@@ -22,6 +22,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from crawler import wire
 from crawler.assemble import allowed_domains, parts, settings_for
 from crawler.collector import Collector
 from crawler.cookies import Jars
@@ -75,16 +76,16 @@ def worker_engine(
     redis: RedisFrontier,
     parser: Parser,
     middlewares: Middlewares,
+    domains: list[str],
 ) -> Engine:
     """An engine whose frontier is a worker's share of the crawl in `redis`."""
-    domains = allowed_domains(spider, settings)
     work = RedisWork(redis, LocalFrontier(settings, domains), spider.name)
     shared = RedisRobots(redis, work.worker, settings.user_agent)
     jars = Jars() if settings.cookies else None  # this process's sessions: not shared
     return Engine(spider, settings, work, parser, middlewares, jars=jars, shared_robots=shared)
 
 
-def _callbacks(parser: Parser) -> Any:
+def _callbacks(parser: Parser) -> wire.Resolve:
     def resolve(name: str | None) -> Callback | None:
         try:
             return parser.callback(name)
@@ -109,7 +110,10 @@ class RedisWorker:
         client = await connect(self.settings.frontier)
         try:
             redis = crawl_frontier(client, self.spider, self.settings, parser)
-            self.engine = worker_engine(self.spider, self.settings, redis, parser, middlewares)
+            domains = allowed_domains(self.spider, self.settings)
+            self.engine = worker_engine(
+                self.spider, self.settings, redis, parser, middlewares, domains
+            )
             if self._stopped:
                 return Summary.of(self.spider.name, self.engine.stats)
             return await self.engine.run()
@@ -156,7 +160,7 @@ class RedisCrawl:
         """The crawl, until it is over or stopped; its report."""
         settings, spider = self.settings, self.spider
         parser, middlewares = parts(spider, settings)
-        allowed_domains(spider, settings)  # START_URL replaces the start URLs
+        domains = allowed_domains(spider, settings)  # START_URL replaces the start URLs
         start = start_requests(spider, settings, parser)  # checked before anything is touched
         client = await connect(settings.frontier)
         try:
@@ -168,10 +172,10 @@ class RedisCrawl:
                 await store.note("redis_crawl", f"{redis.crawl_id} {begun.token}")
                 verb = "started" if begun.created else "joined"
                 log.info("%s crawl %r in Redis; collecting into %s", verb, redis.crawl_id, self.db)
-                collector = self.collector = Collector(redis, store, spider, settings.max_pages)
+                collector = self.collector = Collector(redis, store, settings.max_pages)
                 if self._stopping:
                     collector.stop()
-                ended = await self._crawl(collector, redis, parser, middlewares)
+                ended = await self._crawl(collector, redis, parser, middlewares, domains)
                 with closing(open_readonly(self.db)) as db:
                     summary = collector.summary(read_summary(db))
                 if ended:
@@ -184,7 +188,12 @@ class RedisCrawl:
             await client.aclose()
 
     async def _crawl(
-        self, collector: Collector, redis: RedisFrontier, parser: Parser, middlewares: Middlewares
+        self,
+        collector: Collector,
+        redis: RedisFrontier,
+        parser: Parser,
+        middlewares: Middlewares,
+        domains: list[str],
     ) -> bool:
         """The collector, beside the workers of this process (or its worker processes)."""
         watch: asyncio.Task[None] | None = None
@@ -194,7 +203,9 @@ class RedisCrawl:
                     self._processes.append(await self._start_worker())
                 watch = tg.create_task(self._watch_workers(collector), name="watch")
             else:
-                self.engine = worker_engine(self.spider, self.settings, redis, parser, middlewares)
+                self.engine = worker_engine(
+                    self.spider, self.settings, redis, parser, middlewares, domains
+                )
                 tg.create_task(self.engine.run(), name="worker")
             ended = await collector.run()
             if self.engine is not None:

@@ -168,7 +168,7 @@ class RedisFrontier:
         self.prefix = f"crawl:{{{crawl_id}}}:"
         self.lease_seconds = lease_seconds
         self._config = (per_host, round(delay * 1e6), round(lease_seconds * 1e6), max_results)
-        self._resolve = resolve
+        self.resolve = resolve  # a callback's name -> the spider's method
         self._patience = patience
         self._outage: float | None = None  # when Redis was first found unreachable, if it is
         self._scripts = {name: client.register_script(getattr(redislua, name)) for name in _SCRIPTS}
@@ -251,7 +251,7 @@ class RedisFrontier:
         for i in range(3, len(reply), 3):
             host = _text(reply[i + 1])
             blob = bytes(reply[i + 2])
-            request = wire.decode(blob, host, self._resolve)
+            request = wire.decode(blob, host, self.resolve)
             leases.append(Lease(int(reply[i]), request, host, blob))
         reason = "" if status == "ok" else status
         return Leased(leases, stamp, None if wait < 0 else wait / 1e6, reason)

@@ -67,7 +67,6 @@ class RedisWork:
         self._queued = 0  # the crawl's queued requests, as last seen
         self.pages = 0  # pages this worker finished
         self.refused = 0  # finishes refused: the lease had been lost
-        self.state = ""  # the crawl's state in Redis, as last seen
 
     # -- the engine's side --------------------------------------------------------
 
@@ -83,7 +82,6 @@ class RedisWork:
                     f"{meta.spider!r}, not {self.spider!r}"
                 )
             if meta is not None and meta.state != "stopped":
-                self.state = meta.state
                 break
             if waited % WAIT_LOG < 0.5:
                 what = "start" if meta is None else "be resumed"
@@ -216,9 +214,9 @@ class RedisWork:
             if lost:
                 log.warning("%d leases lost before their pages were done", len(lost))
         meta = await self.redis.meta()
-        self.state = meta.state if meta is not None else "gone"
-        if self.state in ("ended", "stopped", "gone"):
-            log.info("crawl %r %s: this worker stops", self.redis.crawl_id, self.state)
+        state = meta.state if meta is not None else "gone"
+        if state in ("ended", "stopped", "gone"):
+            log.info("crawl %r %s: this worker stops", self.redis.crawl_id, state)
             self._close()
         counts = await self.redis.counts()
         self._queued = counts.queued

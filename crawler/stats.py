@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from crawler.http import PageResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,24 @@ class Stats:
     def pages(self) -> int:
         """Pages committed, of every kind."""
         return self.pages_done + self.pages_failed + self.pages_skipped + self.pages_redirected
+
+    def count(self, pages: Iterable[PageResult]) -> None:
+        """Add committed pages: each by its outcome, with its items and dropped items."""
+        n = 0
+        for page in pages:
+            n += 1
+            if page.skipped:
+                self.pages_skipped += 1
+            elif page.error:
+                self.pages_failed += 1
+            elif page.redirected:
+                self.pages_redirected += 1
+            else:
+                self.pages_done += 1
+            self.items += len(page.items)
+            if page.dropped_items:
+                self.items_dropped.update(reason for _, reason in page.dropped_items)
+        self.pages_this_run += n
 
     def add(self, other: Stats) -> None:
         """Add another's totals to these (an earlier run's, read from the database)."""
