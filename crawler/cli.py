@@ -196,10 +196,13 @@ def _crawl(args: argparse.Namespace) -> int:
     if settings_for(spider, overrides).frontier.startswith("redis://"):
         if args.refresh is not None:
             raise UsageError("crawl: --refresh is not available with FRONTIER=redis yet")
+        from crawler.forked import fork
         from crawler.rediscrawl import RedisCrawl
 
-        work = ["work", args.target, "-q", *(f"-s{pair}" for pair in args.settings)]
-        runner = RedisCrawl(spider, db, overrides, workers=args.workers, worker_args=work)
+        # Forked now, before any event loop or thread: they wait until the crawl is begun.
+        given = parse_settings(args.settings)  # as `crawler work -s ...` would get them
+        workers = fork(args.workers, lambda: _forked_worker(spider, given))
+        runner = RedisCrawl(spider, db, overrides, workers=workers)
     elif args.workers > 1:
         raise UsageError(
             f"crawl: --workers {args.workers} needs a crawl kept in Redis"
@@ -215,6 +218,18 @@ def _work(args: argparse.Namespace) -> int:
 
     spider = load_spider(args.target)
     return _run(RedisWorker(spider, parse_settings(args.settings)), args, None)
+
+
+def _forked_worker(spider: Spider, overrides: dict[str, Any]) -> int:
+    """A worker process of `crawl --workers K`: `crawler work -q` on the crawl's spider."""
+    from crawler.rediscrawl import RedisWorker
+
+    logging.getLogger().setLevel(logging.ERROR)
+    try:
+        return _run(RedisWorker(spider, overrides), argparse.Namespace(quiet=True), None)
+    except UsageError as exc:
+        print(f"crawler: {exc}", file=sys.stderr)
+        return 2
 
 
 def _run(runner: Runner, args: argparse.Namespace, db: Path | None) -> int:

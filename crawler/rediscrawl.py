@@ -10,11 +10,8 @@ only its frontier differs (crawler/redisworker.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import signal
-import sys
 from collections.abc import Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
@@ -28,6 +25,7 @@ from crawler.collector import Collector
 from crawler.cookies import Jars
 from crawler.engine import Engine, closed, start_requests
 from crawler.errors import SpiderError, UsageError
+from crawler.forked import Forked
 from crawler.frontier import LocalFrontier
 from crawler.hooks import Crawl, Middlewares
 from crawler.http import Callback
@@ -142,17 +140,16 @@ class RedisCrawl:
         db: Path,
         overrides: Mapping[str, Any] | None,
         *,
-        workers: int = 0,
-        worker_args: Sequence[str] = (),
+        workers: Sequence[Forked] = (),
     ) -> None:
         self.spider = spider
         self.db = db
         self.settings = redis_settings(spider, overrides)
-        self.workers = workers  # worker processes to start; 0: crawl in this process
-        self.worker_args = list(worker_args)  # `crawler work` and its arguments
         self.collector: Collector | None = None
         self.engine: Engine | None = None
-        self._processes: list[asyncio.subprocess.Process] = []
+        self._processes = list(workers)  # worker processes, let go once the crawl is begun;
+        # none: crawl in this process
+        self._waited = False
         self._stopping = False
         self._lost = ""  # why the crawl stopped by itself, if it did
 
@@ -185,6 +182,9 @@ class RedisCrawl:
                 raise UsageError(f"{self._lost}; the crawl is stopped: run it again to resume")
             return summary
         finally:
+            for process in self._processes:  # bad input: those not let go exit at once
+                process.cancel()
+            await self._wait_workers()
             await client.aclose()
 
     async def _crawl(
@@ -198,9 +198,9 @@ class RedisCrawl:
         """The collector, beside the workers of this process (or its worker processes)."""
         watch: asyncio.Task[None] | None = None
         async with asyncio.TaskGroup() as tg:
-            if self.workers:
-                for _ in range(self.workers):
-                    self._processes.append(await self._start_worker())
+            if self._processes:
+                for process in self._processes:
+                    process.go()
                 watch = tg.create_task(self._watch_workers(collector), name="watch")
             else:
                 self.engine = worker_engine(
@@ -215,12 +215,6 @@ class RedisCrawl:
             await self._wait_workers()
         return ended
 
-    async def _start_worker(self) -> asyncio.subprocess.Process:
-        args = [sys.executable, "-m", "crawler", *self.worker_args]
-        # A worker's own Ctrl-C is the collector's to give: its terminal's goes to the
-        # collector, which stops the crawl for every worker.
-        return await asyncio.create_subprocess_exec(*args, start_new_session=True)
-
     async def _watch_workers(self, collector: Collector) -> None:
         """Stop the crawl if every worker process has exited before its end (a spider
         that does not load in them, say): no one would crawl."""
@@ -231,6 +225,11 @@ class RedisCrawl:
             self.stop()
 
     async def _wait_workers(self) -> None:
+        """Until every worker process has exited (once; those still up after WORKERS_EXIT
+        are terminated)."""
+        if self._waited:
+            return
+        self._waited = True
         for process in self._processes:
             try:
                 async with asyncio.timeout(WORKERS_EXIT):
@@ -239,7 +238,7 @@ class RedisCrawl:
                 log.warning("worker process %d did not exit: terminating it", process.pid)
                 process.terminate()
                 code = await process.wait()
-            # 130: `crawler work` stopped by the Ctrl-C that stop() passes on to it
+            # 130: a worker stopped by the Ctrl-C that stop() passes on to it
             if code not in (0, 130, -signal.SIGINT, -signal.SIGTERM):
                 log.warning("worker process %d exited with status %d", process.pid, code)
 
@@ -279,8 +278,7 @@ class RedisCrawl:
         if self.engine is not None:
             self.engine.stop()
         for process in self._processes:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGINT)
+            process.signal(signal.SIGINT)
 
     def snapshot(self) -> Snapshot:
         """The whole crawl's counters."""
