@@ -131,15 +131,16 @@ async def drain(frontier: RedisFrontier, workers: int = 64) -> None:
 
     async def collector() -> None:
         while not stop.is_set():
-            found = await frontier.results("collector", "one", count=5000, block_ms=100)
-            await frontier.ack("collector", [r.id for r in found])
+            found = await frontier.results(count=5000, block_ms=100)
+            if found:
+                await frontier.ack(found[-1].id)
 
     task = asyncio.create_task(collector())
     await asyncio.gather(*(worker(f"w{i}") for i in range(workers)))
     stop.set()
     await task
-    while found := await frontier.results("collector", "one", count=5000):
-        await frontier.ack("collector", [r.id for r in found])
+    while found := await frontier.results(count=5000):
+        await frontier.ack(found[-1].id)
 
 
 async def scrapy_redis_dupefilter(redis: Redis, count: int, hosts: int) -> None:

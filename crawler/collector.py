@@ -1,11 +1,13 @@
 """The collector of a crawl kept in Redis: stores every worker's results in the crawl's
 SQLite file, and says when the crawl is over.
 
-Results come from the crawl's results stream, read in a consumer group. Each batch is
-committed in one transaction, keyed by the pages' fingerprints (a page already stored
-is skipped: crawler/storage/collected.py), and only then acknowledged in Redis. So a
-collector killed at any moment loses nothing (what it had not acknowledged is read
-again) and stores nothing twice. Workers slow down while the stream is full.
+Results come from the crawl's results stream, read in order. Each batch is committed in
+one transaction, keyed by the pages' fingerprints (a page already stored is skipped:
+crawler/storage/collected.py), and only then trimmed from the stream. So a collector
+killed at any moment loses nothing (it reads the stream from its start again) and stores
+nothing twice. Workers slow down while the stream is full. A batch smaller than BATCH
+waits GATHER before the next read: one transaction of ~200 pages instead of several of
+~30 took a third less of the collector's CPU (issue 13).
 
 The crawl is over when nothing is queued or leased and no result waits: the collector
 marks it "ended" in Redis (the workers exit), and calls the spider's `closed`. On
@@ -29,8 +31,8 @@ from crawler.storage.sqlite import Store, Summary
 
 log = logging.getLogger(__name__)
 
-GROUP = "collector"  # the results stream's consumer group, and its one consumer
 BATCH = 256  # results at most per transaction
+GATHER = 0.1  # seconds a partial batch leaves the stream to fill before the next read
 BLOCK_MS = 200  # how long one read waits for results
 LOOK_EVERY = 0.5  # seconds between two looks at whether the crawl is over
 LIVE_EVERY = 2.0  # seconds between two writes of the live state (status, dashboard)
@@ -55,11 +57,11 @@ class Collector:
         self._refused = 0  # finishes under a lost lease, over the whole crawl
         self._expired = 0  # leases that ran out (a worker killed, or cut off) and went back
         self._started = time.monotonic()
+        self._after = "0-0"  # the stream id of the last result read: the next read's start
 
     async def run(self) -> bool:
         """Collect until the crawl is over (True) or stopped (False)."""
         self.stats.add(await self.store.stats())
-        await self._collect(again=True)  # delivered to a collector killed before its ack
         looked = lived = 0.0
         stopped_at: float | None = None
         while True:
@@ -98,17 +100,19 @@ class Collector:
             self._stopping = True
             self._marking = asyncio.ensure_future(self.redis.set_state("stopped"))
 
-    async def _collect(self, *, again: bool = False) -> int:
-        """Read, store and acknowledge one batch of results; how many there were."""
-        block = None if again else BLOCK_MS
-        found = await self.redis.results(GROUP, GROUP, BATCH, block, again=again)
+    async def _collect(self) -> int:
+        """Read, store and trim one batch of results; how many there were."""
+        found = await self.redis.results(self._after, BATCH, BLOCK_MS)
         if not found:
             return 0
         pages = [self._page(result) for result in found]
         self.skipped += await commit_collected(self.store, pages)
-        await self.redis.ack(GROUP, [result.id for result in found])
+        self._after = found[-1].id
+        await self.redis.ack(self._after)
         self.stats.count(pages)
         self.bytes += sum(page.size for page in pages)
+        if len(found) < BATCH and not self._stopping:
+            await asyncio.sleep(GATHER)
         return len(found)
 
     def _page(self, result: Result) -> PageResult:

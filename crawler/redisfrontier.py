@@ -33,7 +33,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError, ResponseError
+from redis.exceptions import MaxConnectionsError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from crawler import redislua, wire
@@ -328,23 +328,19 @@ class RedisFrontier:
         return (await self.counts()).complete
 
     async def results(
-        self, group: str, consumer: str, count: int = 100, block_ms: int | None = None,
-        *, again: bool = False,
-    ) -> list[Result]:  # fmt: skip
-        """Finished pages for the collector, read in consumer group `group`; with `again`,
-        those this consumer was given before and has not acknowledged (after a restart)."""
+        self, after: str = "0-0", count: int = 100, block_ms: int | None = None
+    ) -> list[Result]:
+        """Finished pages for the collector, oldest first: those after stream id `after`
+        ("0-0": every one still in the stream, after a restart too). Waits up to
+        `block_ms` for one when there are none."""
         key = self.prefix + _RESULTS
-        await self._group(key, group)
 
         async def read() -> Any:
-            streams: dict[Any, Any] = {key: "0" if again else ">"}
-            return await self.client.xreadgroup(group, consumer, streams, count, block_ms)
+            return await self.client.xread({key: after}, count, block_ms)
 
         found: list[Result] = []
         for _, entries in await self._retrying(read) or ():
             for entry_id, fields in entries:
-                if not fields:  # deleted since it was delivered
-                    continue
                 found.append(
                     Result(
                         _text(entry_id), int(fields[b"token"]), _text(fields[b"host"]),
@@ -353,27 +349,15 @@ class RedisFrontier:
                 )  # fmt: skip
         return found
 
-    async def ack(self, group: str, ids: Sequence[str]) -> None:
-        """The collector has stored these results: acknowledge and delete them, so the
-        stream holds only what waits (its length is what `max_results` bounds)."""
-        if not ids:
-            return
+    async def ack(self, last: str) -> None:
+        """The collector has stored every result up to stream id `last`: they leave the
+        stream, which holds only what waits (its length is what `max_results` bounds).
+        One trim, whatever their number: stream ids only grow, and the collector reads
+        them in order, so every id up to `last` was read."""
+        millis, _, seq = last.partition("-")
+        above = f"{millis}-{int(seq) + 1}"
         key = self.prefix + _RESULTS
-
-        async def both() -> None:
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.xack(key, group, *ids)
-                pipe.xdel(key, *ids)
-                await pipe.execute()
-
-        await self._retrying(both)
-
-    async def _group(self, key: str, group: str) -> None:
-        try:
-            await self._retrying(lambda: self.client.xgroup_create(key, group, "0", mkstream=True))
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await self._retrying(lambda: self.client.xtrim(key, minid=above, approximate=False))
 
     async def _run(self, name: str, *args: Any) -> Any:
         script = self._scripts[name]

@@ -174,7 +174,7 @@ async def test_workers_never_exceed_per_host_and_finish_every_page_once(client: 
         assert most_at_once(spans[host]) <= 2
         assert len(spans[host]) == 20
     frontier = RedisFrontier(client, "c", 2, 0)
-    results = await frontier.results("collector", "one", count=100)
+    results = await frontier.results(count=100)
     assert len({(r.host, r.request) for r in results}) == len(results) == 60
     counts = await frontier.counts()
     assert (counts.finished, counts.refused, counts.queued, counts.leased) == (60, 0, 0, 0)
@@ -269,7 +269,7 @@ async def test_a_finish_for_another_request_than_its_lease_holds_is_refused(
     assert not (await frontier.finish(first.token, b"wrong", [], second.blob)).ok
     (done,) = await frontier.finish_many([(first, b"right", [])])
     assert done.ok and (await frontier.counts()).refused == 1
-    assert [r.result for r in await frontier.results("collector", "one")] == [b"right"]
+    assert [r.result for r in await frontier.results()] == [b"right"]
 
 
 async def test_a_refused_finish_s_links_are_sent_again_by_the_next_page(client: Redis) -> None:
@@ -313,7 +313,7 @@ async def test_an_expired_lease_is_leased_again_and_the_late_finish_refused(
     assert (await frontier.finish(second.token, b"on time")).ok
     counts = await frontier.counts()
     assert (counts.refused, counts.expired, counts.finished) == (1, 1, 1)
-    results = await frontier.results("collector", "one")
+    results = await frontier.results()
     assert [r.result for r in results] == [b"on time"]
 
 
@@ -338,12 +338,12 @@ async def test_results_wait_for_the_collector_and_a_backlog_stops_leasing(client
         await frontier.finish(lease.token, lease.host.encode())
     blocked = await frontier.lease("w", 3)
     assert (blocked.leases, blocked.reason) == ([], "backlog")
-    two = await frontier.results("collector", "one", count=2)
+    two = await frontier.results(count=2)
     assert len(two) == 2
-    again = await frontier.results("collector", "one", again=True)
-    assert [r.id for r in again] == [r.id for r in two]  # given, not acknowledged
-    await frontier.ack("collector", [r.id for r in two])
-    rest = await frontier.results("collector", "one", count=10, block_ms=100)
+    again = await frontier.results(count=2)
+    assert [r.id for r in again] == [r.id for r in two]  # read, not acknowledged: still there
+    await frontier.ack(two[-1].id)
+    rest = await frontier.results(count=10, block_ms=100)
     assert len(rest) == 1
     assert sorted(r.result for r in two + rest) == sorted(x.host.encode() for x in got.leases)
     assert wire.decode(rest[0].request, rest[0].host).url == f"http://{rest[0].host}/"
@@ -352,7 +352,7 @@ async def test_results_wait_for_the_collector_and_a_backlog_stops_leasing(client
     for lease in last.leases:
         await frontier.finish(lease.token, b"")
     assert (await frontier.lease("w", 3)).reason == "backlog"
-    await frontier.ack("collector", [r.id for r in rest])
+    await frontier.ack(rest[-1].id)
     assert (await frontier.lease("w", 3)).reason == ""
     assert await frontier.done()
 
@@ -380,7 +380,7 @@ async def test_state_survives_a_redis_restart_from_its_append_only_file(
     assert sum("unreachable" in r.message for r in caplog.records) == 1
     assert (await frontier.finish(held[1].token, b"two")).ok  # the lease outlived the restart
     assert (await frontier.finish(held[0].token, b"one")).again  # and the finished mark
-    assert len(await frontier.results("collector", "one")) == 2
+    assert len(await frontier.results()) == 2
     await client.aclose()
 
 
