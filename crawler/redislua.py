@@ -207,51 +207,56 @@ end
 -- arguments one by one was the worker's largest cost in the client. Returns 1 for each
 -- new request, 0 for each seen before.
 local function admit(packed)
-  local reqs, fps = {}, {}
+  -- Where each request lies in `packed`: only the new ones are cut out of it (a worker
+  -- sends links other workers have sent before).
+  local starts, nfps, nhosts, prios, nreqs, fps = {}, {}, {}, {}, {}, {}
   local pos, size = 1, #packed
   while pos <= size do
-    local nfp, nhost, prio, nreq
+    local k, nfp, nhost, prio, nreq = #starts + 1, nil, nil, nil, nil
     nfp, nhost, prio, nreq, pos = struct.unpack('>BHiI', packed, pos)
-    local r = {fp = string.sub(packed, pos, pos + nfp - 1), prio = prio}
-    pos = pos + nfp
-    r.host = string.sub(packed, pos, pos + nhost - 1)
-    pos = pos + nhost
-    r.blob = string.sub(packed, pos, pos + nreq - 1)
-    pos = pos + nreq
-    reqs[#reqs + 1] = r
-    if nfp > 0 then fps[#fps + 1] = r.fp end
+    starts[k], nfps[k], nhosts[k], prios[k], nreqs[k] = pos, nfp, nhost, prio, nreq
+    if nfp > 0 then fps[#fps + 1] = string.sub(packed, pos, pos + nfp - 1) end
+    pos = pos + nfp + nhost + nreq
   end
   -- Which fingerprints are new, in one SMISMEMBER (Redis 6.2) and one SADD, not one SADD
   -- each: a fingerprint twice in the batch is new the first time only.
   local known = call_many('SMISMEMBER', P .. 'seen', fps)
-  local fresh, added, queues, out = {}, {}, {}, {}
-  local i = 0
-  for _, r in ipairs(reqs) do
+  local fresh, added, queues, order, out, j = {}, {}, {}, {}, {}, 0
+  for k = 1, #starts do
     local new = 1
-    if r.fp ~= '' then
-      i = i + 1
-      if known[i] == 1 or added[r.fp] then new = 0 else added[r.fp] = true end
-      if new == 1 then fresh[#fresh + 1] = r.fp end
+    if nfps[k] > 0 then
+      j = j + 1
+      local fp = fps[j]
+      if known[j] == 1 or added[fp] then
+        new = 0
+      else
+        added[fp] = true
+        fresh[#fresh + 1] = fp
+      end
     end
     if new == 1 then  -- to the back of its queue: one RPUSH per queue, in order
-      local name = int(r.prio)
-      local q = qkey(r.host, name)
-      if not queues[q] then
-        queues[q] = {host = r.host, name = name, score = int(-r.prio), blobs = {}}
-        queues[#queues + 1] = q
+      local at = starts[k] + nfps[k]
+      local host = string.sub(packed, at, at + nhosts[k] - 1)
+      at = at + nhosts[k]
+      local byprio = queues[host] or {}
+      queues[host] = byprio
+      local blobs = byprio[prios[k]]
+      if not blobs then
+        blobs = {}
+        byprio[prios[k]] = blobs
+        order[#order + 1] = {host, prios[k], blobs}
       end
-      local blobs = queues[q].blobs
-      blobs[#blobs + 1] = r.blob
+      blobs[#blobs + 1] = string.sub(packed, at, at + nreqs[k] - 1)
     end
-    out[#out + 1] = new
+    out[k] = new
   end
   call_many('SADD', P .. 'seen', fresh)
-  for _, q in ipairs(queues) do
-    local g = queues[q]
-    call_many('RPUSH', q, g.blobs)
-    redis.call('ZADD', pkey(g.host), g.score, g.name)
-    count('queued', #g.blobs)
-    queued(g.host)
+  for _, g in ipairs(order) do
+    local host, name, blobs = g[1], int(g[2]), g[3]
+    call_many('RPUSH', qkey(host, name), blobs)
+    redis.call('ZADD', pkey(host), int(-g[2]), name)
+    count('queued', #blobs)
+    queued(host)
   end
   return out
 end
