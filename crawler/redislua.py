@@ -25,6 +25,11 @@ bound on results waiting for the collector (0: none). The clock is Redis's own
                     ended), max_pages (0: no bound), probe (1: one request of a host in
                     flight until its robots.txt is known)
     workers         HASH worker -> "<heartbeat time> <JSON the worker sent>"
+
+A script that changes `stats`, hosts' `inflight` or their place in `ready` tallies the
+changes as it goes and writes them once as it ends, on every path (`run`): one HINCRBY per
+counter and per host, one schedule per host, however many requests it moved. The scripts
+use commands of Redis 6.2 (LPOP with a count, SMISMEMBER, ZMSCORE).
 """
 
 from __future__ import annotations
@@ -50,15 +55,65 @@ local function hkey(host) return P .. 'host:' .. host end
 local function pkey(host) return P .. 'qp:' .. host end
 local function qkey(host, prio) return P .. 'q:' .. host .. ':' .. prio end
 
--- A host is in `ready` while it has pending requests and a free slot, scored by the
--- time it may next be served: DELAY (or its Crawl-delay) after its last hand-out, and
--- not before its Retry-After hold. With PROBE its slots are one until its robots.txt
--- is known, so that one request fetches it before the others go out.
-local function schedule(host)
-  local h = redis.call('HMGET', hkey(host), 'inflight', 'last', 'delay', 'held', 'known')
+-- redis.call(cmd, key, items...) (key nil: none) a thousand items at a time (unpack()
+-- takes about 8,000 values); the replies joined, for the commands that answer per item.
+local function call_many(cmd, key, items)
+  local out = {}
+  for i = 1, #items, 1000 do
+    local last, part = math.min(i + 999, #items), nil
+    if key then
+      part = redis.call(cmd, key, unpack(items, i, last))
+    else
+      part = redis.call(cmd, unpack(items, i, last))
+    end
+    if type(part) == 'table' then
+      for _, v in ipairs(part) do out[#out + 1] = v end
+    end
+  end
+  return out
+end
+
+-- Changes a script makes to the `stats` counters and to host slots are tallied here and
+-- written once, by run()'s epilogue (one HINCRBY per counter and per host, not one per
+-- request); the hosts whose place in `ready` may have changed are scheduled once there.
+local counted, freed, dirty, grown, closed = {}, {}, {}, {}, {}
+local function count(name, n) counted[name] = (counted[name] or 0) + n end
+local function stat(name)  -- a counter as it stands, with this script's changes so far
+  return (tonumber(redis.call('HGET', STATS, name)) or 0) + (counted[name] or 0)
+end
+local function release(host)  -- one of the host's slots is free
+  freed[host] = (freed[host] or 0) + 1
+  dirty[host] = true
+end
+local function queued(host) grown[host] = true end  -- the host has more pending
+local function close(token) closed[#closed + 1] = token end  -- a lease finished
+
+-- The finished leases gone from `leases` and their hashes deleted, and their tokens into
+-- `finished`: one command each for the lot, not three a page.
+local function close_all()
+  if #closed == 0 then return end
+  local keys, members = {}, {}
+  for i, token in ipairs(closed) do
+    keys[i] = P .. 'lease:' .. token
+    members[2 * i - 1] = STAMP
+    members[2 * i] = token
+  end
+  call_many('ZREM', LEASES, closed)
+  call_many('DEL', nil, keys)
+  call_many('ZADD', FINISHED, members)
+  closed = {}
+end
+
+-- Where a host belongs in `ready`, from its hash's inflight, last, delay, held, known
+-- (`h`, as HMGET reads them) and whether it has pending requests. It is there while it
+-- has pending requests and a free slot, scored by the time it may next be served: DELAY
+-- (or its Crawl-delay) after its last hand-out, and not before its Retry-After hold. With
+-- PROBE its slots are one until its robots.txt is known, so that one request fetches it
+-- before the others go out.
+local function place(host, h, pending)
   local cap = PER_HOST
   if PROBE and h[5] ~= '1' then cap = 1 end
-  if (tonumber(h[1]) or 0) >= cap or redis.call('EXISTS', pkey(host)) == 0 then
+  if not pending or (tonumber(h[1]) or 0) >= cap then
     redis.call('ZREM', READY, host)
     return
   end
@@ -67,22 +122,82 @@ local function schedule(host)
   redis.call('ZADD', READY, int(due), host)
 end
 
-local function push(host, prio, blob, front)
-  local name = int(prio)
-  local q = qkey(host, name)
-  if front then redis.call('LPUSH', q, blob) else redis.call('RPUSH', q, blob) end
-  redis.call('ZADD', pkey(host), int(-prio), name)
-  redis.call('HINCRBY', STATS, 'queued', '1')
+local function load(host)
+  return redis.call('HMGET', hkey(host), 'inflight', 'last', 'delay', 'held', 'known')
 end
 
-local function pop(host)
-  local top = redis.call('ZRANGE', pkey(host), '0', '0')
-  if #top == 0 then return nil, nil end
-  local q = qkey(host, top[1])
-  local blob = redis.call('LPOP', q)
-  if redis.call('LLEN', q) == 0 then redis.call('ZREM', pkey(host), top[1]) end
-  redis.call('HINCRBY', STATS, 'queued', '-1')
-  return top[1], blob
+local function schedule(host)
+  place(host, load(host), redis.call('EXISTS', pkey(host)) == 1)
+end
+
+-- The tallied slots written and the hosts they changed scheduled; a host that only got
+-- more pending requests needs it only if it is not in `ready` already (its due time and
+-- slots are as they were).
+local function settle()
+  for host, n in pairs(freed) do redis.call('HINCRBY', hkey(host), 'inflight', int(-n)) end
+  for host in pairs(dirty) do schedule(host) end
+  for host in pairs(grown) do
+    if not dirty[host] and not redis.call('ZSCORE', READY, host) then schedule(host) end
+  end
+  freed, dirty, grown = {}, {}, {}
+end
+
+local function flush()
+  for name, n in pairs(counted) do
+    if n ~= 0 then redis.call('HINCRBY', STATS, name, int(n)) end
+  end
+  counted = {}
+end
+
+-- A script's body, then the tallies written whichever way it ends: a count lost would
+-- leave `queued` wrong and the crawl's end undetected. A command that fails midway (its
+-- writes before it are kept, as Redis keeps them) still has its counts written, and its
+-- error is raised again as Redis gave it ({err = ...} keeps a code such as WRONGTYPE).
+local function run(main)
+  local ok, reply = pcall(main)
+  close_all()
+  flush()
+  settle()
+  if not ok then
+    reply = tostring(reply)
+    if not string.find(reply, '^%u+ ') then reply = 'ERR ' .. reply end
+    error({err = reply})
+  end
+  return reply
+end
+
+-- A request to the front of its host's queue (a lease's, given back).
+local function push_front(host, prio, blob)
+  local name = int(prio)
+  redis.call('LPUSH', qkey(host, name), blob)
+  redis.call('ZADD', pkey(host), int(-prio), name)
+  count('queued', 1)
+  queued(host)
+end
+
+-- Up to `n` of the host's pending requests, highest priority first, each {prio, blob};
+-- and whether it has more. LPOP with a count needs Redis 6.2.
+local function pop(host, n)
+  local pk, taken, more = pkey(host), {}, true
+  while #taken < n do
+    local top = redis.call('ZRANGE', pk, '0', '0')
+    if #top == 0 then
+      more = false
+      break
+    end
+    local q = qkey(host, top[1])
+    local asked = n - #taken
+    local blobs = redis.call('LPOP', q, int(asked)) or {}
+    for _, blob in ipairs(blobs) do taken[#taken + 1] = {top[1], blob} end
+    if #blobs < asked then
+      redis.call('ZREM', pk, top[1])
+    elseif redis.call('LLEN', q) == 0 then
+      redis.call('ZREM', pk, top[1])
+      more = redis.call('EXISTS', pk) == 1
+    end
+  end
+  count('queued', -#taken)
+  return taken, more
 end
 
 -- `packed`: the requests one after another (`_packed` in redisfrontier.py):
@@ -92,24 +207,56 @@ end
 -- arguments one by one was the worker's largest cost in the client. Returns 1 for each
 -- new request, 0 for each seen before.
 local function admit(packed)
-  local out = {}
+  -- Where each request lies in `packed`: only the new ones are cut out of it (a worker
+  -- sends links other workers have sent before).
+  local starts, nfps, nhosts, prios, nreqs, fps = {}, {}, {}, {}, {}, {}
   local pos, size = 1, #packed
   while pos <= size do
-    local nfp, nhost, prio, nreq
+    local k, nfp, nhost, prio, nreq = #starts + 1, nil, nil, nil, nil
     nfp, nhost, prio, nreq, pos = struct.unpack('>BHiI', packed, pos)
-    local fp = string.sub(packed, pos, pos + nfp - 1)
-    pos = pos + nfp
-    local host = string.sub(packed, pos, pos + nhost - 1)
-    pos = pos + nhost
-    local blob = string.sub(packed, pos, pos + nreq - 1)
-    pos = pos + nreq
+    starts[k], nfps[k], nhosts[k], prios[k], nreqs[k] = pos, nfp, nhost, prio, nreq
+    if nfp > 0 then fps[#fps + 1] = string.sub(packed, pos, pos + nfp - 1) end
+    pos = pos + nfp + nhost + nreq
+  end
+  -- Which fingerprints are new, in one SMISMEMBER (Redis 6.2) and one SADD, not one SADD
+  -- each: a fingerprint twice in the batch is new the first time only.
+  local known = call_many('SMISMEMBER', P .. 'seen', fps)
+  local fresh, added, queues, order, out, j = {}, {}, {}, {}, {}, 0
+  for k = 1, #starts do
     local new = 1
-    if nfp > 0 then new = redis.call('SADD', P .. 'seen', fp) end
-    if new == 1 then
-      push(host, prio, blob, false)
-      if not redis.call('ZSCORE', READY, host) then schedule(host) end
+    if nfps[k] > 0 then
+      j = j + 1
+      local fp = fps[j]
+      if known[j] == 1 or added[fp] then
+        new = 0
+      else
+        added[fp] = true
+        fresh[#fresh + 1] = fp
+      end
     end
-    out[#out + 1] = new
+    if new == 1 then  -- to the back of its queue: one RPUSH per queue, in order
+      local at = starts[k] + nfps[k]
+      local host = string.sub(packed, at, at + nhosts[k] - 1)
+      at = at + nhosts[k]
+      local byprio = queues[host] or {}
+      queues[host] = byprio
+      local blobs = byprio[prios[k]]
+      if not blobs then
+        blobs = {}
+        byprio[prios[k]] = blobs
+        order[#order + 1] = {host, prios[k], blobs}
+      end
+      blobs[#blobs + 1] = string.sub(packed, at, at + nreqs[k] - 1)
+    end
+    out[k] = new
+  end
+  call_many('SADD', P .. 'seen', fresh)
+  for _, g in ipairs(order) do
+    local host, name, blobs = g[1], int(g[2]), g[3]
+    call_many('RPUSH', qkey(host, name), blobs)
+    redis.call('ZADD', pkey(host), int(-g[2]), name)
+    count('queued', #blobs)
+    queued(host)
   end
   return out
 end
@@ -119,10 +266,7 @@ end
 local function free(token)
   local lk = P .. 'lease:' .. token
   local host = redis.call('HGET', lk, 'host')
-  if host and redis.call('HSETNX', lk, 'freed', '1') == 1 then
-    redis.call('HINCRBY', hkey(host), 'inflight', '-1')
-    schedule(host)
-  end
+  if host and redis.call('HSETNX', lk, 'freed', '1') == 1 then release(host) end
 end
 
 -- A lease's request back to the front of its host's queue; its slot freed.
@@ -132,9 +276,8 @@ local function requeue(token)
   redis.call('DEL', lk)
   redis.call('ZREM', LEASES, token)
   if l[1] then
-    push(l[1], tonumber(l[2]), l[3], true)
-    if not l[4] then redis.call('HINCRBY', hkey(l[1]), 'inflight', '-1') end
-    schedule(l[1])
+    push_front(l[1], tonumber(l[2]), l[3])
+    if not l[4] then release(l[1]) end
   end
 end
 
@@ -142,12 +285,12 @@ local function reap(limit)
   redis.call('ZREMRANGEBYSCORE', FINISHED, '-inf', int(NOW - KEEP_FINISHED))
   local expired = redis.call('ZRANGE', LEASES, '-inf', STAMP, 'BYSCORE', 'LIMIT', '0', int(limit))
   for _, token in ipairs(expired) do requeue(token) end
-  if #expired > 0 then redis.call('HINCRBY', STATS, 'expired', int(#expired)) end
+  count('expired', #expired)
   return #expired
 end
 """
 
-ADMIT = _PRELUDE + "return admit(ARGV[5])\n"
+ADMIT = _PRELUDE + "return run(function() return admit(ARGV[5]) end)\n"
 
 # ARGV[5] worker, ARGV[6] how many, ARGV[7..] tokens of leases whose fetch is over (their
 # host slots are freed first). Returns {status, stamp, wait, token, host, request, ...}:
@@ -158,43 +301,73 @@ ADMIT = _PRELUDE + "return admit(ARGV[5])\n"
 LEASE = (
     _PRELUDE
     + """
-for i = 7, #ARGV do free(ARGV[i]) end
-reap(100)
-if BOUND > 0 and redis.call('XLEN', P .. 'results') >= BOUND then
-  return {'backlog', STAMP, -1}
-end
-local want, got = tonumber(ARGV[6]), 0
-local limit = tonumber(redis.call('HGET', META, 'max_pages')) or 0
-if limit > 0 then
-  local left = limit - (tonumber(redis.call('HGET', STATS, 'finished')) or 0)
-               - redis.call('ZCARD', LEASES)
-  if left <= 0 then return {'limit', STAMP, -1} end
-  want = math.min(want, left)
-end
-local out = {'ok', STAMP, -1}
-while got < want do
-  local hosts = redis.call('ZRANGE', READY, '-inf', STAMP, 'BYSCORE', 'LIMIT', '0', int(want - got))
-  if #hosts == 0 then break end
-  for _, host in ipairs(hosts) do
-    local prio, blob = pop(host)
-    if prio then
-      local token = redis.call('INCR', P .. 'fence')
-      redis.call('HSET', P .. 'lease:' .. token,
-                 'host', host, 'prio', prio, 'req', blob, 'worker', ARGV[5])
-      redis.call('ZADD', LEASES, int(NOW + LEASE), token)
-      redis.call('HINCRBY', hkey(host), 'inflight', '1')
-      redis.call('HSET', hkey(host), 'last', STAMP)
+-- Up to `share` of a ready host's requests leased, appended to `out`; how many. A host
+-- spaced by DELAY or a Crawl-delay gets one: its next is due that long after. One without
+-- gets as many as its free slots take, under one INCRBY of the fence, one HINCRBY of its
+-- inflight and one ZADD to `leases`.
+local function take(host, share, out)
+  local h = load(host)
+  local cap = PER_HOST
+  if PROBE and h[5] ~= '1' then cap = 1 end
+  local n = math.min(share, cap - (tonumber(h[1]) or 0))
+  if DELAY > 0 or (tonumber(h[3]) or 0) > 0 then n = math.min(n, 1) end
+  local taken, more = {}, true
+  if n > 0 then taken, more = pop(host, n) end
+  if #taken > 0 then
+    local first = redis.call('INCRBY', P .. 'fence', int(#taken)) - #taken + 1
+    local expiry, members = int(NOW + LEASE), {}
+    for k, t in ipairs(taken) do
+      local token = first + k - 1
+      redis.call('HSET', P .. 'lease:' .. int(token),
+                 'host', host, 'prio', t[1], 'req', t[2], 'worker', ARGV[5])
+      members[#members + 1] = expiry
+      members[#members + 1] = int(token)
       out[#out + 1] = token
       out[#out + 1] = host
-      out[#out + 1] = blob
-      got = got + 1
+      out[#out + 1] = t[2]
     end
-    schedule(host)
+    call_many('ZADD', LEASES, members)
+    h[1] = redis.call('HINCRBY', hkey(host), 'inflight', int(#taken))
+    h[2] = STAMP
+    redis.call('HSET', hkey(host), 'last', STAMP)
   end
+  place(host, h, more)
+  return #taken
 end
-local first = redis.call('ZRANGE', READY, '0', '0', 'WITHSCORES')
-if first[2] then out[3] = math.max(0, tonumber(first[2]) - NOW) end
-return out
+
+local function main()
+  for i = 7, #ARGV do free(ARGV[i]) end
+  reap(100)
+  settle()  -- the freed and re-queued hosts in `ready` before it is read
+  if BOUND > 0 and redis.call('XLEN', P .. 'results') >= BOUND then
+    return {'backlog', STAMP, -1}
+  end
+  local want, got = tonumber(ARGV[6]), 0
+  local limit = tonumber(redis.call('HGET', META, 'max_pages')) or 0
+  if limit > 0 then
+    local left = limit - stat('finished') - redis.call('ZCARD', LEASES)
+    if left <= 0 then return {'limit', STAMP, -1} end
+    want = math.min(want, left)
+  end
+  local out = {'ok', STAMP, -1}
+  while got < want do
+    local hosts = redis.call('ZRANGE', READY, '-inf', STAMP, 'BYSCORE', 'LIMIT', '0',
+                             int(want - got))
+    if #hosts == 0 then break end
+    -- Each host its fair share of what is still wanted, so that many ready hosts share a
+    -- call; a host with fewer pending leaves the rest to the next round. A host taken
+    -- nothing of (no free slot or nothing pending) has left `ready`.
+    for i, host in ipairs(hosts) do
+      local share = math.ceil((want - got) / (#hosts - i + 1))
+      if share > 0 then got = got + take(host, share, out) end
+    end
+  end
+  local first = redis.call('ZRANGE', READY, '0', '0', 'WITHSCORES')
+  if first[2] then out[3] = math.max(0, tonumber(first[2]) - NOW) end
+  return out
+end
+
+return run(main)
 """
 )
 
@@ -217,43 +390,38 @@ return out
 )
 
 # One page's finish: lease `token`'s page has `result` and found the requests `packed`
-# (as for admit); `leased` is the request as the lease gave it ('': not checked). A lease
-# whose request is not the one given is refused too: after Redis lost the last second of
-# its append-only file (a machine crash), the fence counter may hand out a token again,
+# (as for admit); `leased` is the request as the lease gave it ('': not checked); `done`
+# and `expiry` are the token's scores in `finished` and `leases` (false: not there). A
+# lease whose request is not the one given is refused too: after Redis lost the last second
+# of its append-only file (a machine crash), the fence counter may hand out a token again,
 # for another request. Returns "ok" with the new-request flags and their count, or
 # "refused", or "again" (finished before: a retry after a lost reply).
 _FINISH = """
-local function finish(token, result, leased, packed)
-  if redis.call('ZSCORE', FINISHED, token) then return 'again' end
-  local expiry = redis.call('ZSCORE', LEASES, token)
+local function finish(token, result, leased, packed, done, expiry)
+  if done then return 'again' end
   if not expiry or tonumber(expiry) <= NOW then
     if expiry then
       requeue(token)
-      redis.call('HINCRBY', STATS, 'expired', '1')
+      count('expired', 1)
     end
-    redis.call('HINCRBY', STATS, 'refused', '1')
+    count('refused', 1)
     return 'refused'
   end
   local lk = P .. 'lease:' .. token
   local l = redis.call('HMGET', lk, 'host', 'req', 'freed')
   if leased ~= '' and l[2] ~= leased then
-    redis.call('HINCRBY', STATS, 'refused', '1')
+    count('refused', 1)
     return 'refused'
   end
   local new = admit(packed)
-  local count = 0
-  for _, flag in ipairs(new) do count = count + flag end
+  local admitted = 0
+  for _, flag in ipairs(new) do admitted = admitted + flag end
   redis.call('XADD', P .. 'results', '*', 'token', token, 'host', l[1], 'request', l[2],
-             'result', result, 'new', int(count))
-  redis.call('DEL', lk)
-  redis.call('ZREM', LEASES, token)
-  if not l[3] then  -- a slot freed at the fetch's end was rescheduled then
-    redis.call('HINCRBY', hkey(l[1]), 'inflight', '-1')
-    schedule(l[1])
-  end
-  redis.call('HINCRBY', STATS, 'finished', '1')
-  redis.call('ZADD', FINISHED, STAMP, token)
-  return 'ok', new, count
+             'result', result, 'new', int(admitted))
+  close(token)
+  if not l[3] then release(l[1]) end  -- a slot freed at the fetch's end was counted then
+  count('finished', 1)
+  return 'ok', new, admitted
 end
 """
 
@@ -264,13 +432,20 @@ FINISH = (
     _PRELUDE
     + _FINISH
     + """
-local status, new = finish(ARGV[5], ARGV[6], ARGV[7], ARGV[8])
-redis.call('ZREMRANGEBYSCORE', FINISHED, '-inf', int(NOW - KEEP_FINISHED))
-local out = {status, STAMP}  -- not unpack(new): Lua's stack takes 8,000 values at most
-if new then
-  for _, flag in ipairs(new) do out[#out + 1] = flag end
+local function main()
+  local token = ARGV[5]
+  local status, new = finish(token, ARGV[6], ARGV[7], ARGV[8],
+                             redis.call('ZSCORE', FINISHED, token),
+                             redis.call('ZSCORE', LEASES, token))
+  redis.call('ZREMRANGEBYSCORE', FINISHED, '-inf', int(NOW - KEEP_FINISHED))
+  local out = {status, STAMP}  -- not unpack(new): Lua's stack takes 8,000 values at most
+  if new then
+    for _, flag in ipairs(new) do out[#out + 1] = flag end
+  end
+  return out
 end
-return out
+
+return run(main)
 """
 )
 
@@ -282,14 +457,34 @@ FINISH_MANY = (
     _PRELUDE
     + _FINISH
     + """
-local out = {STAMP}
-for i = 5, #ARGV, 4 do
-  local status, _, count = finish(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
-  out[#out + 1] = status
-  out[#out + 1] = count or 0
+local function main()
+  local tokens = {}
+  for i = 5, #ARGV, 4 do tokens[#tokens + 1] = ARGV[i] end
+  -- Every token's scores in two ZMSCOREs (Redis 6.2), not two ZSCOREs a page. A token a
+  -- second time in the batch: "again" if its first finish went through (its close is
+  -- not written yet), else looked up again (a refusal re-queues at once).
+  local done = call_many('ZMSCORE', FINISHED, tokens)
+  local expiry = call_many('ZMSCORE', LEASES, tokens)
+  local out, met = {STAMP}, {}
+  for k, token in ipairs(tokens) do
+    local i = 5 + (k - 1) * 4
+    if met[token] == 'ok' then
+      done[k] = STAMP
+    elseif met[token] then
+      done[k] = redis.call('ZSCORE', FINISHED, token)
+      expiry[k] = redis.call('ZSCORE', LEASES, token)
+    end
+    local status, _, admitted = finish(token, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
+                                       done[k], expiry[k])
+    met[token] = status
+    out[#out + 1] = status
+    out[#out + 1] = admitted or 0
+  end
+  redis.call('ZREMRANGEBYSCORE', FINISHED, '-inf', int(NOW - KEEP_FINISHED))
+  return out
 end
-redis.call('ZREMRANGEBYSCORE', FINISHED, '-inf', int(NOW - KEEP_FINISHED))
-return out
+
+return run(main)
 """
 )
 
@@ -312,7 +507,7 @@ return 1
 """
 )
 
-REAP = _PRELUDE + "return reap(tonumber(ARGV[5]))\n"
+REAP = _PRELUDE + "return run(function() return reap(tonumber(ARGV[5])) end)\n"
 
 # ARGV[5] host, ARGV[6] worker. {"text", robots.txt} if stored; {"fetch"} if the caller
 # now holds the lock (for one lease time) and must fetch it; {"wait"} if another does.
@@ -348,17 +543,21 @@ return 1
 BEGIN = (
     _PRELUDE
     + """
-local m = redis.call('HMGET', META, 'spider', 'token')
-if m[1] then
-  if m[1] ~= ARGV[5] then return {'other', m[1]} end
-  redis.call('HSET', META, 'state', 'running')
-  return {'joined', m[2]}
+local function main()
+  local m = redis.call('HMGET', META, 'spider', 'token')
+  if m[1] then
+    if m[1] ~= ARGV[5] then return {'other', m[1]} end
+    redis.call('HSET', META, 'state', 'running')
+    return {'joined', m[2]}
+  end
+  redis.call('HSET', META, 'spider', ARGV[5], 'token', ARGV[6], 'created', STAMP,
+             'state', 'running', 'max_pages', ARGV[7], 'probe', ARGV[8])
+  PROBE = ARGV[8] == '1'
+  admit(ARGV[9])
+  return {'created', ARGV[6]}
 end
-redis.call('HSET', META, 'spider', ARGV[5], 'token', ARGV[6], 'created', STAMP,
-           'state', 'running', 'max_pages', ARGV[7], 'probe', ARGV[8])
-PROBE = ARGV[8] == '1'
-admit(ARGV[9])
-return {'created', ARGV[6]}
+
+return run(main)
 """
 )
 

@@ -244,6 +244,74 @@ async def test_a_held_or_capped_host_does_not_block_another(client: Redis) -> No
     assert got.leases == [] and got.wait is not None and 55 < got.wait <= 60
 
 
+async def test_a_lease_over_many_ready_hosts_spreads_over_them(client: Redis) -> None:
+    frontier = RedisFrontier(client, "c", per_host=8, delay=0)
+    hosts = [f"{name}.test" for name in "abcde"]
+    await frontier.admit([r for host in hosts for r in pages(host, 6)])
+    got = (await frontier.lease("w", 10)).leases
+    assert sorted(lease.host for lease in got) == sorted(hosts * 2)  # two each, not 8 of a
+    got = (await frontier.lease("w", 3)).leases
+    assert len({lease.host for lease in got}) == 3
+    rest = (await frontier.lease("w", 100)).leases  # each host's last pages: fewer than 8
+    taken = [lease.token for lease in [*got, *rest]]
+    assert len(rest) == 17 and len(set(taken)) == len(taken)
+    assert (await frontier.lease("w", 100)).leases == []
+
+
+async def test_a_host_s_share_stops_at_its_free_slots(client: Redis) -> None:
+    frontier = RedisFrontier(client, "c", per_host=3, delay=0)
+    await frontier.admit(pages("a.test", 10))
+    first = (await frontier.lease("w", 10)).leases
+    assert len(first) == 3
+    assert (await frontier.lease("w", 10)).leases == []
+    got = (await frontier.lease("w", 10, [first[0].token, first[1].token])).leases
+    assert len(got) == 2
+
+
+async def test_counters_are_exact_after_a_mixed_batch(client: Redis) -> None:
+    frontier = RedisFrontier(client, "c", per_host=10, delay=0)
+    prefix = frontier.prefix
+    await frontier.admit(pages("a.test", 5) + pages("b.test", 1))
+    leases = (await frontier.lease("w", 6)).leases
+    by_url = {lease.request.url: lease for lease in leases}
+    ok, twice, late, wrong = (by_url[f"http://a.test/p/{i}"] for i in range(4))
+    (done,) = await frontier.finish_many([(by_url["http://a.test/p/4"], b"", [])])
+    assert done.ok
+    await client.zadd(prefix + "leases", {str(late.token): 1}, xx=True)  # expired
+    wrong = wrong._replace(blob=ok.blob)  # names another request than its lease holds
+    links = [
+        *pages("a.test", 7),  # five seen, two new
+        Request("http://c.test/1"), Request("http://c.test/1"),  # new once
+        Request("http://c.test/1", dont_filter=True),  # queued whatever was seen
+    ]  # fmt: skip
+    answers = await frontier.finish_many(
+        [
+            (ok, b"1", links),
+            (twice, b"2", []),
+            (twice, b"2", []),  # the same page twice in a batch: "again"
+            (late, b"3", pages("d.test", 1)),  # refused: its links are not admitted
+            (wrong, b"4", []),
+            (by_url["http://a.test/p/4"], b"5", []),  # finished before: "again"
+        ]
+    )
+    assert [(a.ok, a.again, a.admitted) for a in answers] == [
+        (True, False, 4), (True, False, 0), (True, True, 0), (False, False, 0),
+        (False, False, 0), (True, True, 0),
+    ]  # fmt: skip
+    counts = await frontier.counts()
+    assert (counts.finished, counts.refused, counts.expired) == (3, 2, 1)
+    lengths = [await client.llen(key) async for key in client.scan_iter(prefix + "q:*")]
+    assert counts.queued == sum(lengths) == 5  # a's 2 new and p/2 again, c's 2
+    assert counts.leased == 2  # wrong's and b's
+    inflight = {
+        host: int(await client.hget(prefix + f"host:{host}", "inflight") or 0)
+        for host in ("a.test", "b.test", "c.test")
+    }
+    assert inflight == {"a.test": 1, "b.test": 1, "c.test": 0}
+    ready = await client.zrange(prefix + "ready", 0, -1)
+    assert sorted(ready) == [b"a.test", b"c.test"]
+
+
 async def test_a_released_lease_frees_its_host_slot_once_before_its_finish(
     client: Redis,
 ) -> None:
