@@ -50,8 +50,8 @@ PATIENCE = 300.0  # seconds Redis may stay unreachable before a call gives up
 _MAX_BACKOFF = 2.0
 _RESULTS = "results"
 _SCRIPTS = (
-    "ADMIT", "LEASE", "RENEW", "FINISH", "FINISH_MANY", "HOLD", "REAP", "ROBOTS", "SET_ROBOTS",
-    "COUNTS", "BEGIN", "SET_STATE", "HEARTBEAT", "WORKERS",
+    "ADMIT", "LEASE", "RENEW", "FINISH", "FINISH_MANY", "HOLD", "REAP", "GIVE_BACK", "ROBOTS",
+    "SET_ROBOTS", "COUNTS", "BEGIN", "SET_STATE", "HEARTBEAT", "WORKERS",
 )  # fmt: skip
 
 
@@ -303,6 +303,13 @@ class RedisFrontier:
     async def reap(self, limit: int = 1000) -> int:
         """Queue again the requests of up to `limit` expired leases; how many there were."""
         return int(await self._run("REAP", limit))
+
+    async def give_back(self, tokens: Sequence[int]) -> int:
+        """Leases a worker will not start (it stops): their requests go back to the front
+        of their hosts' queues at once; how many were still held."""
+        if not tokens:
+            return 0
+        return int(await self._run("GIVE_BACK", *tokens))
 
     async def robots(self, host: str, worker: str) -> Robots:
         """The host's robots.txt if stored, or whether this caller is to fetch it."""

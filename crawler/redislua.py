@@ -509,6 +509,24 @@ return 1
 
 REAP = _PRELUDE + "return run(function() return reap(tonumber(ARGV[5])) end)\n"
 
+# ARGV[5..] tokens of leases a stopping worker never started: each still held goes back to
+# the front of its host's queue now, not when it expires. Returns how many went back.
+GIVE_BACK = (
+    _PRELUDE
+    + """
+return run(function()
+  local back = 0
+  for i = 5, #ARGV do
+    if redis.call('ZSCORE', LEASES, ARGV[i]) then
+      requeue(ARGV[i])
+      back = back + 1
+    end
+  end
+  return back
+end)
+"""
+)
+
 # ARGV[5] host, ARGV[6] worker. {"text", robots.txt} if stored; {"fetch"} if the caller
 # now holds the lock (for one lease time) and must fetch it; {"wait"} if another does.
 ROBOTS = (

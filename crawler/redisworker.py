@@ -61,6 +61,7 @@ class RedisWork:
         self._idle = 0
         self._held: dict[int, Lease] = {}  # token -> lease, until its page is finished
         self._released: list[int] = []  # leases whose fetch is over: their host slots go
+        self._unstarted: list[int] = []  # leases never handed to a fetcher, at a stop
         self._tasks: set[asyncio.Task[Any]] = set()
         self._delayed: set[str] = set()  # hosts whose Crawl-delay this worker has told Redis
         self._closed = False
@@ -109,6 +110,9 @@ class RedisWork:
                     continue
                 released, self._released = self._released, []
                 leased = await self.redis.lease(self.worker, want, released)
+                if self._closed:  # stopped while the call was out: none of them is fetched
+                    self._unstarted.extend(lease.token for lease in leased.leases)
+                    break
                 for lease in leased.leases:
                     request = lease.request
                     request.key = lease.token
@@ -119,6 +123,9 @@ class RedisWork:
                     await _wait(self._wake, max(pause, 0.002))
         finally:
             self._close()
+            unstarted, self._unstarted = self._unstarted, []
+            if unstarted:  # at once, not when their leases expire
+                await self.redis.give_back(unstarted)
             await self.redis.leave(self.worker)
 
     async def get(self) -> Request | None:
@@ -240,10 +247,11 @@ class RedisWork:
         if self._closed:
             return
         self._closed = True
-        while not self._queue.empty():  # leased, never fetched: they expire and go back
+        while not self._queue.empty():  # leased, never fetched: given back as feed() ends
             request = self._queue.get_nowait()
             if request is not None:
                 self._held.pop(request.key, None)
+                self._unstarted.append(request.key)
         for _ in range(self._idle):
             self._queue.put_nowait(None)
 

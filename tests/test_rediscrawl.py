@@ -377,6 +377,8 @@ async def test_ctrl_c_on_the_collector_stops_everyone_and_a_rerun_completes(
     for worker in workers:
         code, _, err = await worker.end()
         assert code == 0, err
+    async with redis_client(redis_server) as client:  # none left to expire: given back
+        assert await client.zcard(f"crawl:{{{CRAWL_ID}}}:leases") == 0
     assert count_items(db) < site.pages
     code, _, err = await (await launch(*args)).end()
     assert code == 0, err

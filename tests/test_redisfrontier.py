@@ -385,6 +385,49 @@ async def test_an_expired_lease_is_leased_again_and_the_late_finish_refused(
     assert [r.result for r in results] == [b"on time"]
 
 
+async def test_leases_given_back_are_queued_again_at_once(client: Redis) -> None:
+    frontier = RedisFrontier(client, "c", per_host=3, delay=0)
+    await frontier.admit(pages("a.test", 3))
+    leases = (await frontier.lease("stopping", 3)).leases
+    kept, back = leases[0], leases[1:]
+    assert await frontier.give_back([lease.token for lease in back] + [999]) == 2
+    counts = await frontier.counts()
+    assert (counts.queued, counts.leased, counts.expired) == (2, 1, 0)
+    again = (await frontier.lease("other", 3)).leases  # their host slots are free too
+    assert sorted(x.request.url for x in again) == sorted(x.request.url for x in back)
+    assert not (await frontier.finish(back[0].token, b"")).ok  # no longer its lease
+    assert (await frontier.finish(kept.token, b"")).ok
+
+
+async def test_a_worker_stopped_while_leasing_gives_the_leases_back(client: Redis) -> None:
+    # Stopped while its lease call is out: the reply's requests are fetched by no one, and
+    # go back to the queue at once instead of when their leases expire. Where the call
+    # goes out relative to stop() depends on the event loop: stop after 0, 1, 2... turns
+    # until a lease was taken (the fence moved) before the stop.
+    redis = RedisFrontier(client, "c", per_host=4, delay=0)
+    await redis.begin("s", pages("a.test", 4), 0, False)
+    caught = 0
+    for turns in range(40):
+        work = RedisWork(redis, LocalFrontier(Settings.build({"ROBOTS": False})), "s")
+        await work.open([])
+        feed = asyncio.create_task(work.feed())
+        fence = int(await client.get(redis.prefix + "fence") or 0)
+        getter = asyncio.create_task(work.get())
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        got = getter.done() and getter.result() is not None
+        work.stop()
+        await feed
+        request = await getter
+        if request is not None:  # leased in time: given back as a page in flight would not be
+            await work.commit([PageResult(request, status=200)])
+            break
+        assert (await redis.counts()).leased == 0, f"after {turns} turns"
+        assert not got
+        caught += int(await client.get(redis.prefix + "fence") or 0) > fence
+    assert caught > 0, "no stop came while a lease call was out"
+
+
 async def test_a_renewed_lease_is_kept(client: Redis) -> None:
     frontier = RedisFrontier(client, "c", per_host=1, delay=0, lease_seconds=0.3)
     await frontier.admit([Request("http://a.test/x")])
