@@ -415,7 +415,6 @@ async def test_a_worker_stopped_while_leasing_gives_the_leases_back(client: Redi
         getter = asyncio.create_task(work.get())
         for _ in range(turns):
             await asyncio.sleep(0)
-        got = getter.done() and getter.result() is not None
         work.stop()
         await feed
         request = await getter
@@ -423,7 +422,6 @@ async def test_a_worker_stopped_while_leasing_gives_the_leases_back(client: Redi
             await work.commit([PageResult(request, status=200)])
             break
         assert (await redis.counts()).leased == 0, f"after {turns} turns"
-        assert not got
         caught += int(await client.get(redis.prefix + "fence") or 0) > fence
     assert caught > 0, "no stop came while a lease call was out"
 
