@@ -72,10 +72,12 @@ class Forked:
     def _reap(self) -> None:
         if self.returncode is not None:
             return
-        with contextlib.suppress(ChildProcessError):
+        try:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid == 0:
-                return
+        except ChildProcessError:  # reaped by someone else: its status is lost
+            self.returncode = 1
+            return
+        if pid != 0:
             self.returncode = os.waitstatus_to_exitcode(status)
 
 

@@ -147,8 +147,8 @@ class RedisCrawl:
         self.settings = redis_settings(spider, overrides)
         self.collector: Collector | None = None
         self.engine: Engine | None = None
-        self._processes = list(workers)  # worker processes, let go once the crawl is begun;
-        # none: crawl in this process
+        # Worker processes, let go once the crawl is begun; none: crawl in this process.
+        self._processes = list(workers)
         self._waited = False
         self._stopping = False
         self._lost = ""  # why the crawl stopped by itself, if it did
