@@ -2,7 +2,7 @@
 
 `connect` answers with a client once Redis answers PING, or with one line that names
 the URL (its password hidden) and says what is wrong: a malformed URL, a server that
-refuses or does not answer.
+refuses or does not answer, or one older than the scripts need (6.2).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from crawler.errors import UsageError
 
 _MAX_BACKOFF = 2.0
+MIN_VERSION = (6, 2)  # the scripts use LPOP with a count, SMISMEMBER and ZMSCORE
 
 
 async def connect(url: str, patience: float = 5.0) -> Redis:
@@ -38,6 +39,7 @@ async def connect(url: str, patience: float = 5.0) -> Redis:
     try:
         async with asyncio.timeout(patience):
             await _ping(client, patience)
+            version = await _version(client)
     except (RedisError, OSError, TimeoutError) as exc:
         await client.aclose()
         raise UsageError(f"FRONTIER={shown}: cannot reach Redis ({_reason(exc)})") from exc
@@ -47,7 +49,19 @@ async def connect(url: str, patience: float = 5.0) -> Redis:
     except BaseException:
         await client.aclose()
         raise
+    if version < MIN_VERSION:
+        await client.aclose()
+        needed = ".".join(map(str, MIN_VERSION))
+        found = ".".join(map(str, version))
+        raise UsageError(f"FRONTIER={shown}: Redis {found}; the crawl needs {needed} or later")
     return client
+
+
+async def _version(client: Redis) -> tuple[int, ...]:
+    """The server's version, as numbers (0.0 where INFO does not say)."""
+    info = await client.info("server")
+    found = re.findall(r"\d+", str(info.get("redis_version", "")))[:3]
+    return tuple(int(part) for part in found) or (0, 0)
 
 
 async def _ping(client: Redis, patience: float) -> None:

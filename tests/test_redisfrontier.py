@@ -32,7 +32,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from crawler import wire
+from crawler import redisconnect, wire
 from crawler.errors import UsageError
 from crawler.frontier import LocalFrontier
 from crawler.http import PageResult, Request
@@ -637,6 +637,19 @@ async def test_connect_answers_with_a_client_or_one_line_naming_the_url(server: 
         with pytest.raises(UsageError) as caught:
             await connect(url, patience=0.3)
     assert str(caught.value) == f"FRONTIER={url}: cannot reach Redis (Connection refused)"
+
+
+async def test_connect_refuses_a_redis_older_than_the_scripts_need(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server here is newer than 6.2: ask for a version no server has.
+    monkeypatch.setattr(redisconnect, "MIN_VERSION", (99, 0))
+    url = f"redis://127.0.0.1:{server.port}/0"
+    with pytest.raises(
+        UsageError,
+        match=r"^FRONTIER=redis://\S+: Redis \d+\.\d+\.\d+; the crawl needs 99\.0 or later$",
+    ):
+        await connect(url, patience=0.3)
 
 
 async def test_connect_refuses_a_malformed_url() -> None:
