@@ -19,7 +19,7 @@ import aiosqlite
 
 from crawler.http import PageResult, Request
 from crawler.storage.recording import PageStats
-from crawler.storage.sqlite import INSERT_REQUEST, Batch, Store, write_pages
+from crawler.storage.sqlite import Batch, Store, insert_requests, write_pages
 
 
 async def commit_collected(store: Store, pages: Sequence[PageResult]) -> int:
@@ -55,13 +55,8 @@ async def _insert_requests(
     keyed = list(pages)
     for i, page in enumerate(keyed):
         _keep(page.request, first + i)
-    rows = list(Store.request_rows([page.request for page in keyed], None))
-    await db.executemany(INSERT_REQUEST, rows)
-    # Every key from `first` on was free when the transaction began: those found are new.
-    found = await db.execute_fetchall(
-        "SELECT id FROM requests WHERE id BETWEEN ? AND ?", (first, first + len(rows) - 1)
-    )
-    new = {key for (key,) in found}
+    # Every key from `first` on was free when the transaction began.
+    new = await insert_requests(db, list(Store.request_rows([p.request for p in keyed], None)))
     return [page for page in keyed if page.request.key in new]
 
 

@@ -102,7 +102,7 @@ _ADDED_COLUMNS = [
     ("requests", "refresh", "INTEGER NOT NULL DEFAULT 0"),
 ]
 
-INSERT_REQUEST = """
+_INSERT_REQUEST = """
 INSERT OR IGNORE INTO requests (id, fp, url, method, headers, body, meta, callback, errback,
                       priority, depth, dont_filter, parent, redirects, cookies)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -385,13 +385,7 @@ class Store:
         await db.execute("BEGIN IMMEDIATE")
         try:
             if request_rows:
-                await db.executemany(INSERT_REQUEST, request_rows)
-                # Keys are handed out in order: those in the range that exist are new.
-                keys = await db.execute_fetchall(
-                    "SELECT id FROM requests WHERE id BETWEEN ? AND ?",
-                    (request_rows[0].id, request_rows[-1].id),
-                )
-                new = {key for (key,) in keys}
+                new = await insert_requests(db, request_rows)
                 if len(new) < len(request_rows):
                     lost = _duplicates(len(request_rows) - len(new), batch.hops, new)
                     dropped = dropped + lost
@@ -425,6 +419,17 @@ class Store:
             " FROM cookies ORDER BY seq"
         )
         return [CookieRow(*row) for row in rows]
+
+
+async def insert_requests(db: aiosqlite.Connection, rows: Sequence[RequestRow]) -> set[int]:
+    """Insert request rows keyed in order from keys free when the transaction began;
+    the keys of those that went in (the unique index ignored the others)."""
+    await db.executemany(_INSERT_REQUEST, rows)
+    # Keys are handed out in order: those in the range that exist are new.
+    keys = await db.execute_fetchall(
+        "SELECT id FROM requests WHERE id BETWEEN ? AND ?", (rows[0].id, rows[-1].id)
+    )
+    return {key for (key,) in keys}
 
 
 async def write_pages(db: aiosqlite.Connection, batch: Batch, dropped: Counter[str]) -> None:
