@@ -25,7 +25,7 @@ import time
 from crawler import results, wire
 from crawler.http import PageResult
 from crawler.redisfrontier import RedisFrontier, Result
-from crawler.stats import HostState, Snapshot, Stats
+from crawler.stats import Snapshot, Stats
 from crawler.storage.collected import commit_collected
 from crawler.storage.sqlite import Store, Summary
 
@@ -138,20 +138,12 @@ class Collector:
 
     def snapshot(self) -> Snapshot:
         """The whole crawl's counters, for the progress display."""
-        stats = self.stats
-        return Snapshot(
-            elapsed=time.monotonic() - self._started,
-            pages_done=stats.pages_done,
-            pages_failed=stats.pages_failed,
-            pages_skipped=stats.pages_skipped,
-            pages_redirected=stats.pages_redirected,
+        return self.stats.snapshot(
+            time.monotonic() - self._started,
             queued=self._queued,
             in_flight=self._leased,
-            items=stats.items,
             bytes=self.bytes,
-            retries=0,
             max_pages=self.max_pages,
-            hosts=tuple[HostState, ...](),
         )
 
     def summary(self, summary: Summary) -> Summary:

@@ -323,16 +323,11 @@ class Engine:
 
     def snapshot(self) -> Snapshot:
         """The crawl's counters now, for the progress display."""
-        stats, fetcher, step = self.stats, self._fetcher, self._step
-        return Snapshot(
-            elapsed=time.monotonic() - self._started,
-            pages_done=stats.pages_done,
-            pages_failed=stats.pages_failed,
-            pages_skipped=stats.pages_skipped,
-            pages_redirected=stats.pages_redirected,
+        fetcher, step = self._fetcher, self._step
+        return self.stats.snapshot(
+            time.monotonic() - self._started,
             queued=self.frontier.pending,
             in_flight=self.frontier.outstanding,
-            items=stats.items,
             bytes=fetcher.bytes if fetcher is not None else 0,
             retries=(step.retried if step is not None else 0)
             + (fetcher.retries if fetcher is not None else 0),

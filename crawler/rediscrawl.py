@@ -35,7 +35,7 @@ from crawler.redisfrontier import RedisFrontier
 from crawler.redisworker import RedisRobots, RedisWork
 from crawler.settings import Settings
 from crawler.spider import Spider
-from crawler.stats import Snapshot
+from crawler.stats import Snapshot, Stats
 from crawler.storage.sqlite import Store, Summary, open_readonly, read_summary
 
 log = logging.getLogger(__name__)
@@ -288,4 +288,4 @@ class RedisCrawl:
 
 
 def _nothing_yet(settings: Settings) -> Snapshot:
-    return Snapshot(0.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, settings.max_pages, ())
+    return Stats().snapshot(0.0, max_pages=settings.max_pages)

@@ -63,6 +63,24 @@ class Stats:
         """Pages committed, of every kind."""
         return self.pages_done + self.pages_failed + self.pages_skipped + self.pages_redirected
 
+    def snapshot(
+        self,
+        elapsed: float,
+        *,
+        queued: int = 0,
+        in_flight: int = 0,
+        bytes: int = 0,
+        retries: int = 0,
+        max_pages: int = 0,
+        hosts: tuple[HostState, ...] = (),
+    ) -> Snapshot:
+        """These totals with what the process running the crawl knows, for the display."""
+        return Snapshot(
+            elapsed, self.pages_done, self.pages_failed, self.pages_skipped,
+            self.pages_redirected, queued, in_flight, self.items, bytes, retries, max_pages,
+            hosts,
+        )  # fmt: skip
+
     def count(self, pages: Iterable[PageResult]) -> None:
         """Add committed pages: each by its outcome, with its items and dropped items."""
         n = 0
