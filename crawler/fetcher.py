@@ -340,15 +340,17 @@ class Fetcher:
     async def fetch(self, request: Request) -> tuple[Response, int]:
         """The response to `request` and the number of tries it took (0: from the cache);
         or FetchError."""
-        fp = request.fp or fingerprint(request.method, request.url, request.body)
-        cached = await self._cache.get(request, fp) if self._cache is not None else None
+        cached = fp = None
+        if self._cache is not None:  # a cache's key; a leased request comes without one
+            fp = request.fp or fingerprint(request.method, request.url, request.body)
+            cached = await self._cache.get(request, fp)
         if cached is not None:
             response, attempts = cached, 0
             if self.jars is not None and "Set-Cookie" in cached.headers:
                 self.jars.receive(request, cached.url, _set_cookies(cached.headers))
         else:
             response, attempts = await self._fetch(request)
-            if self._cache is not None and _cacheable(response):
+            if self._cache is not None and fp is not None and _cacheable(response):
                 await self._cache.put(fp, response)
         if response.status >= 400:
             raise FetchError(request, str(response.status), attempts=attempts, response=response)
