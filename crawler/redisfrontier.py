@@ -177,8 +177,8 @@ class RedisFrontier:
         self, spider: str, start: Sequence[Request], max_pages: int, probe: bool
     ) -> Begun:
         """Create the crawl and seed it with `start`, once however many collectors race to;
-        a crawl of the same spider is joined (set running again) as it is. A crawl of
-        another spider under this id is a UsageError."""
+        a crawl of the same spider is joined (set running again, bounded by this run's
+        `max_pages`) as it is. A crawl of another spider under this id is a UsageError."""
         token = secrets.token_hex(8)
         first = _packed(start[:ADMIT_BATCH])
         reply = await self._run("BEGIN", spider, token, max_pages, int(probe), first)
@@ -402,17 +402,18 @@ _HEAD = struct.Struct(">BHiI")  # a packed request's head, as admit() in redislu
 
 
 def _packed(requests: Sequence[Request]) -> bytes:
-    """The requests as admit()'s one argument. A `dont_filter` request skips the seen-set
-    (no fingerprint) and gets a random uid in its blob instead: its identity, kept while
-    it is leased again."""
+    """The requests as admit()'s one argument, each blob led by its fingerprint. A
+    `dont_filter` request skips the seen-set (no fingerprint) and gets a random uid in its
+    blob instead: its identity, kept while it is leased again."""
     parts: list[bytes] = []
     head = _HEAD.pack
     for r in requests:
         host = host_of(r.url)
         if r.dont_filter:
-            fp, blob = b"", wire.encode(r, host, os.urandom(16))
+            fp, blob = b"", wire.encode(r, host, os.urandom(wire.IDENT))
         else:
-            fp, blob = r.fp or fingerprint(r.method, r.url, r.body), wire.encode(r, host)
+            fp = r.fp or fingerprint(r.method, r.url, r.body)
+            blob = wire.encode(r, host, fp)
         name = host.encode()
         parts += (head(len(fp), len(name), r.priority, len(blob)), fp, name, blob)
     return b"".join(parts)

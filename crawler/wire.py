@@ -1,14 +1,15 @@
 """Requests as compact bytes, for a frontier kept outside the process (Redis).
 
-A request is a JSON array of its fields in a fixed order, trailing defaults left out:
-`[url, callback, depth, priority, method, headers, body, meta, errback, dont_filter,
-redirects, cookies, uid]`. Callbacks travel by name, a body and a uid as base64. A
-`dont_filter` request has no fingerprint, so the frontier gives it a random uid when it
-is admitted: `decode` makes it the request's `fp`, its identity for the collector, kept
-when the request is leased again. The URL is stored without its
-`scheme://host` when the host is the one its queue is named after (the queue's key says
-it): `/path` for http, `~/path` for https, the whole URL otherwise. A typical link
-(`parse`, depth 2, priority 0) is its path plus about 14 bytes.
+A request is its identity, 16 bytes, then a JSON array of its fields in a fixed order,
+trailing defaults left out: `[url, callback, depth, priority, method, headers, body,
+meta, errback, dont_filter, redirects, cookies]`. The identity is the request's
+fingerprint; a `dont_filter` request has none, so the frontier gives it a random uid
+when it is admitted. `decode` makes the identity the request's `fp`: the collector
+stores pages under it, and a worker's cache finds responses by it, with no fingerprint
+to compute again. Callbacks travel by name, a body as base64. The URL is stored without
+its `scheme://host` when the host is the one its queue is named after (the queue's key
+says it): `/path` for http, `~/path` for https, the whole URL otherwise. A typical link
+(`parse`, depth 2, priority 0) is its path plus about 30 bytes.
 """
 
 from __future__ import annotations
@@ -22,15 +23,18 @@ from crawler.http import Callback, Cookies, Request
 
 Resolve = Callable[[str | None], Callback | None]  # a callback's name -> the spider's method
 
-_DEFAULTS: tuple[Any, ...] = (None, 0, 0, "GET", None, None, None, None, False, 0, None, None)
+_DEFAULTS: tuple[Any, ...] = (None, 0, 0, "GET", None, None, None, None, False, 0, None)
+IDENT = 16  # bytes of identity before the fields: a fingerprint, or a dont_filter uid
 _HTTPS = "~"  # marks a URL stored without "https://host"
 # One encoder for every request: json.dumps with arguments builds one per call.
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
 
-def encode(request: Request, host: str, uid: bytes = b"") -> bytes:
-    """`request` as bytes, its URL relative to `host` where it can be; `uid` is the
-    identity of a `dont_filter` request (b"" for others)."""
+def encode(request: Request, host: str, ident: bytes) -> bytes:
+    """`request` as bytes, its URL relative to `host` where it can be; `ident` is its
+    fingerprint, or a `dont_filter` request's uid (IDENT bytes)."""
+    if len(ident) != IDENT:
+        raise ValueError(f"a request's identity is {IDENT} bytes, not {len(ident)}")
     r = request
     fields: list[Any] = [
         _strip(r.url, host),
@@ -40,22 +44,32 @@ def encode(request: Request, host: str, uid: bytes = b"") -> bytes:
         dict(r.meta) if r.meta else None,
         _name(r.errback), r.dont_filter, r.redirects,
         _cookies(r.cookies),
-        base64.b64encode(uid).decode() if uid else None,
     ]  # fmt: skip
     end = len(fields)
     while end > 1 and fields[end - 1] == _DEFAULTS[end - 2]:
         end -= 1
-    return _dumps(fields[:end]).encode()
+    return ident + _dumps(fields[:end]).encode()
 
 
 def decode(blob: bytes, host: str, resolve: Resolve | None = None) -> Request:
-    """The request `encode` wrote, its callbacks looked up by name with `resolve` (left
-    None without one)."""
-    fields = json.loads(blob)
+    """The request `encode` wrote, its identity as its `fp`, its callbacks looked up by
+    name with `resolve` (left None without one)."""
+    fields = json.loads(blob[IDENT:])
     url, rest = fields[0], fields[1:]
     rest.extend(_DEFAULTS[len(rest) :])
-    (callback, depth, priority, method, headers, body, meta, errback, dont_filter, redirects,
-     cookies, uid) = rest  # fmt: skip
+    (
+        callback,
+        depth,
+        priority,
+        method,
+        headers,
+        body,
+        meta,
+        errback,
+        dont_filter,
+        redirects,
+        cookies,
+    ) = rest
     return Request.make(
         _unstrip(url, host),
         resolve(callback) if resolve is not None else None,
@@ -69,7 +83,7 @@ def decode(blob: bytes, host: str, resolve: Resolve | None = None) -> Request:
         depth,
         redirects,
         0,
-        base64.b64decode(uid) if uid else b"",
+        blob[:IDENT],
         cookies,
     )
 

@@ -20,8 +20,10 @@ HOST = "a.test"
 
 
 def received(request: Request, fp: bytes = b"") -> Request:
-    """The request as the collector gets it: through the wire, with Redis's id if any."""
-    return wire.decode(wire.encode(request, HOST), HOST).replace(fp=fp)
+    """The request as the collector gets it: through the wire, led by its fingerprint or
+    by `fp`, the id the Redis frontier gave a dont_filter request."""
+    ident = fp or fingerprint(request.method, request.url, request.body)
+    return wire.decode(wire.encode(request, HOST, ident), HOST)
 
 
 def collected(page: PageResult, new: int = 0, fp: bytes = b"") -> PageResult:

@@ -6,8 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from crawler import wire
 from crawler.http import Callback, Request
+from crawler.urls import fingerprint
 
 
 class Spider:
@@ -23,11 +26,16 @@ def resolve(name: str | None) -> Callback | None:
     return None if name is None else getattr(SPIDER, name)  # type: ignore[no-any-return]
 
 
-def test_a_typical_link_is_its_path_and_a_few_bytes() -> None:
+def fp(request: Request) -> bytes:
+    return fingerprint(request.method, request.url, request.body)
+
+
+def test_a_typical_link_is_its_fingerprint_its_path_and_a_few_bytes() -> None:
     request = Request("http://a.test/shop/item-7?page=2", SPIDER.parse, depth=2)
-    blob = wire.encode(request, "a.test")
-    assert blob == b'["/shop/item-7?page=2","parse",2]'
-    assert wire.decode(blob, "a.test", resolve) == request
+    blob = wire.encode(request, "a.test", fp(request))
+    assert blob == fp(request) + b'["/shop/item-7?page=2","parse",2]'
+    decoded = wire.decode(blob, "a.test", resolve)
+    assert decoded == request and decoded.fp == fp(request)
 
 
 def test_every_field_survives_the_round_trip() -> None:
@@ -35,8 +43,8 @@ def test_every_field_survives_the_round_trip() -> None:
         "https://b.test:8443/form", SPIDER.parse, "POST", {"X-Token": "t"}, b"\x00\xffbody",
         {"cookiejar": 1, "nested": {"k": [1, 2]}}, -3, True, SPIDER.failed, 4, 2,
     )  # fmt: skip
-    blob = wire.encode(request, "b.test:8443")
-    assert blob.startswith(b'["~/form"')
+    blob = wire.encode(request, "b.test:8443", fp(request))
+    assert blob[wire.IDENT :].startswith(b'["~/form"')
     assert wire.decode(blob, "b.test:8443", resolve) == request
 
 
@@ -46,20 +54,25 @@ def test_cookies_of_either_shape_survive_the_round_trip() -> None:
         [{"name": "session", "value": "s1", "domain": "a.test", "path": "/"}],
     ):
         request = Request("http://a.test/", SPIDER.parse, cookies=cookies)
-        decoded = wire.decode(wire.encode(request, "a.test"), "a.test", resolve)
+        decoded = wire.decode(wire.encode(request, "a.test", fp(request)), "a.test", resolve)
         assert decoded == request and decoded.cookies == cookies
-    plain = wire.decode(wire.encode(Request("http://a.test/"), "a.test"), "a.test")
+    bare = Request("http://a.test/")
+    plain = wire.decode(wire.encode(bare, "a.test", fp(bare)), "a.test")
     assert plain.cookies is None
 
 
 def test_a_dont_filter_request_keeps_its_uid_as_its_fp() -> None:
     uid = bytes(range(16))
     request = Request("http://a.test/again", dont_filter=True)
-    blob = wire.encode(request, "a.test", uid)
-    decoded = wire.decode(blob, "a.test")
+    decoded = wire.decode(wire.encode(request, "a.test", uid), "a.test")
     assert decoded == request and decoded.fp == uid
-    assert wire.decode(wire.encode(request, "a.test"), "a.test").fp == b""
-    assert len(blob) - len(wire.encode(request, "a.test")) < 40  # the uid and defaults before it
+
+
+def test_an_identity_is_sixteen_bytes() -> None:
+    request = Request("http://a.test/")
+    for ident in (b"", b"short", bytes(17)):
+        with pytest.raises(ValueError, match="16 bytes"):
+            wire.encode(request, "a.test", ident)
 
 
 def test_a_url_not_of_the_queue_host_is_kept_whole() -> None:
@@ -68,12 +81,13 @@ def test_a_url_not_of_the_queue_host_is_kept_whole() -> None:
         ("http://a.test.evil/x", "a.test"),
         ("http://a.test:8080/x", "a.test"),
     ]:
-        blob = wire.encode(Request(url), host)
+        blob = wire.encode(Request(url), host, fp(Request(url)))
         assert wire.decode(blob, host).url == url
 
 
 def test_without_a_resolver_callbacks_are_left_out() -> None:
-    blob = wire.encode(Request("http://a.test/", SPIDER.parse), "a.test")
+    request = Request("http://a.test/", SPIDER.parse)
+    blob = wire.encode(request, "a.test", fp(request))
     assert wire.decode(blob, "a.test").callback is None
     assert wire.decode(blob, "a.test").url == "http://a.test/"
 
