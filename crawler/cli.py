@@ -338,8 +338,10 @@ def _status(args: argparse.Namespace) -> int:
     if live is not None:  # a crawl kept in Redis, running: its queue is there
         summary.pages_queued = int(facts.get("redis_queued") or 0) + int(facts["in_flight"])
         state = "running"
-    elif "redis_crawl" in facts and facts.get("run_state") != "ended":
-        state = "unfinished (run the same crawl to resume; its queue is in Redis)"
+    elif "redis_crawl" in facts:  # its queue is in Redis; an end by MAX_PAGES leaves some
+        summary.pages_queued = int(facts.get("redis_queued") or 0)
+        if facts.get("run_state") != "ended" or summary.pages_queued:
+            state = "unfinished (run the same crawl to resume; its queue is in Redis)"
     _print_summary(summary, args.db, sys.stdout, state)
     if "redis_crawl" in facts:
         print(

@@ -129,7 +129,8 @@ class Collector:
                 "heartbeat": str(time.time()),
                 "in_flight": str(self._leased if state == "running" else 0),
                 "max_pages": str(self.max_pages),
-                "redis_queued": str(self._queued if state == "running" else 0),
+                # left in Redis at the end: an end by MAX_PAGES leaves the crawl unfinished
+                "redis_queued": str(self._queued if state in ("running", "ended") else 0),
                 "redis_workers": json.dumps(workers),
                 "redis_refused": str(self._refused),
                 "redis_expired": str(self._expired),
@@ -150,4 +151,5 @@ class Collector:
         """The stored crawl's report, with this run's figures."""
         summary.elapsed = time.monotonic() - self._started
         summary.pages_this_run = self.stats.pages_this_run
+        summary.pages_queued = self._queued  # in Redis: left by MAX_PAGES, or by a stop
         return summary

@@ -83,6 +83,15 @@ def worker_engine(
     return Engine(spider, settings, work, parser, middlewares, jars=jars, shared_robots=shared)
 
 
+async def run_worker(engine: Engine) -> Summary:
+    """A worker engine's run; then the leases it still holds (pages whose fetch a stop
+    cut short) go back to the crawl at once, not when they expire."""
+    summary = await engine.run()
+    if isinstance(engine.frontier, RedisWork):
+        await engine.frontier.abandon()
+    return summary
+
+
 def _callbacks(parser: Parser) -> wire.Resolve:
     def resolve(name: str | None) -> Callback | None:
         try:
@@ -114,7 +123,7 @@ class RedisWorker:
             )
             if self._stopped:
                 return Summary.of(self.spider.name, self.engine.stats)
-            return await self.engine.run()
+            return await run_worker(self.engine)
         finally:
             await client.aclose()
 
@@ -206,7 +215,7 @@ class RedisCrawl:
                 self.engine = worker_engine(
                     self.spider, self.settings, redis, parser, middlewares, domains
                 )
-                tg.create_task(self.engine.run(), name="worker")
+                tg.create_task(run_worker(self.engine), name="worker")
             ended = await collector.run()
             if self.engine is not None:
                 self.engine.frontier.stop()  # nothing is leased: it ends at once

@@ -565,7 +565,7 @@ local function main()
   local m = redis.call('HMGET', META, 'spider', 'token')
   if m[1] then
     if m[1] ~= ARGV[5] then return {'other', m[1]} end
-    redis.call('HSET', META, 'state', 'running')
+    redis.call('HSET', META, 'state', 'running', 'max_pages', ARGV[7])  -- this run's bound
     return {'joined', m[2]}
   end
   redis.call('HSET', META, 'spider', ARGV[5], 'token', ARGV[6], 'created', STAMP,

@@ -172,6 +172,18 @@ class RedisWork:
                 page.request.url, page.request.key,
             )  # fmt: skip
 
+    async def abandon(self) -> int:
+        """Once the engine is done: the leases still held are of pages it will never
+        finish (their fetch was cut short at a stop). They go back to their hosts' queues
+        now, not when they expire; how many did."""
+        tokens = list(self._held)
+        self._held.clear()
+        if not tokens:
+            return 0
+        back = await self.redis.give_back(tokens)
+        log.info("%d pages cut short by the stop are queued again", back)
+        return back
+
     def hold(self, url: str, seconds: float) -> None:
         """Hold the URL's host for every worker (Retry-After)."""
         self._spawn(self.redis.hold(host_of(url), seconds))

@@ -393,6 +393,13 @@ async def test_max_pages_holds_across_workers(
     assert code == 0, err
     urls = [item["url"] for item in await exported(db)]
     assert len(urls) == len(set(urls)) == 20
+    code, out, err = await crawler("status", str(db))  # pages are left queued in Redis
+    assert code == 0 and "unfinished" in out and "queued: 0" not in out, out + err
+    # Run again with a higher bound: the crawl goes on to it, as a SQLite crawl would.
+    code, _, err = await crawler(*collect(db, site, redis_server, "MAX_PAGES=30", workers=2))
+    assert code == 0, err
+    urls = [item["url"] for item in await exported(db)]
+    assert len(urls) == len(set(urls)) == 30
 
 
 async def test_status_lists_the_live_workers(

@@ -426,6 +426,32 @@ async def test_a_worker_stopped_while_leasing_gives_the_leases_back(client: Redi
     assert caught > 0, "no stop came while a lease call was out"
 
 
+async def test_pages_cut_short_by_a_stop_go_back_when_the_worker_is_done(
+    client: Redis,
+) -> None:
+    # A stop cancels the fetches still out after STOP_GRACE: the engine releases their
+    # requests and never commits their pages. Once it is done, their leases go back.
+    redis = RedisFrontier(client, "c", per_host=4, delay=0)
+    await redis.begin("s", pages("a.test", 3), 0, False)
+    work = RedisWork(redis, LocalFrontier(Settings.build({"ROBOTS": False})), "s")
+    await work.open([])
+    feed = asyncio.create_task(work.feed())
+    first, cut = await work.get(), await work.get()
+    assert first is not None and cut is not None
+    work.stop()
+    await feed
+    work.release(first)
+    work.release(cut)  # its fetch was cancelled: no page
+    await work.commit([PageResult(first, status=200)])
+    assert (await redis.counts()).leased == 1
+    assert await work.abandon() == 1
+    counts = await redis.counts()
+    assert (counts.leased, counts.queued, counts.finished, counts.expired) == (0, 2, 1, 0)
+    again = (await redis.lease("other", 3)).leases  # its host slot is free too
+    assert cut.url in {lease.request.url for lease in again} and len(again) == 2
+    assert await work.abandon() == 0
+
+
 async def test_a_renewed_lease_is_kept(client: Redis) -> None:
     frontier = RedisFrontier(client, "c", per_host=1, delay=0, lease_seconds=0.3)
     await frontier.admit([Request("http://a.test/x")])
@@ -552,10 +578,10 @@ async def test_a_crawl_of_another_spider_is_refused_and_states_are_kept(client: 
     await frontier.set_state("stopped")
     meta = await frontier.meta()
     assert meta is not None and (meta.state, meta.max_pages, meta.probe) == ("stopped", 7, True)
-    again = await frontier.begin("tree", pages("a.test", 5), max_pages=0, probe=False)
+    again = await frontier.begin("tree", pages("a.test", 5), max_pages=9, probe=False)
     assert (again.created, again.token) == (False, first.token)
-    meta = await frontier.meta()
-    assert meta is not None and (meta.state, meta.max_pages) == ("running", 7)
+    meta = await frontier.meta()  # joined: this run's MAX_PAGES bounds the crawl now
+    assert meta is not None and (meta.state, meta.max_pages, meta.probe) == ("running", 9, True)
     assert (await frontier.counts()).queued == 2  # joined: not seeded again
     await frontier.set_state("ended")
     assert (await frontier.meta()) == dataclasses.replace(meta, state="ended")
