@@ -6,7 +6,9 @@ CPU-seconds per process on that (bench/RESULTS.md, issue 13). Each worker waits,
 on a pipe, until the collector has checked its input and started the crawl in Redis:
 `go()` lets it work; `cancel()` (or the collector's death) makes it exit 0 untouched.
 It runs in a session of its own, so the terminal's Ctrl-C reaches the collector alone,
-which stops the crawl for every worker and passes SIGINT on.
+which stops the crawl for every worker and passes SIGINT on. A working worker whose
+collector is gone (SIGKILLed: it could pass nothing on) stops as if by Ctrl-C within
+ORPHAN_POLL seconds, so a rerun of the crawl does not find the old workers beside its own.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ import gc
 import os
 import signal
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Callable
 
 _GO = b"g"
 _POLL = 0.1  # seconds between two looks at a worker's exit, where pidfd_open is missing
+ORPHAN_POLL = 1.0  # seconds between a worker's two looks at whether its collector is alive
 
 
 class Forked:
@@ -102,6 +107,7 @@ def fork(count: int, work: Callable[[], int]) -> list[Forked]:
     sys.stdout.flush()
     sys.stderr.flush()
     gc.freeze()  # objects the workers share stay untouched by their collections: not copied
+    parent = os.getpid()
     forked: list[Forked] = []
     try:
         for _ in range(count):
@@ -111,7 +117,7 @@ def fork(count: int, work: Callable[[], int]) -> list[Forked]:
                 for other in forked:  # a sibling's go end held here would keep it waiting
                     other.cancel()
                 os.close(go_end)
-                _child(wait_end, work)
+                _child(wait_end, work, parent)
             os.close(wait_end)
             forked.append(Forked(pid, go_end))
     finally:
@@ -119,12 +125,14 @@ def fork(count: int, work: Callable[[], int]) -> list[Forked]:
     return forked
 
 
-def _child(wait_end: int, work: Callable[[], int]) -> None:
+def _child(wait_end: int, work: Callable[[], int], parent: int) -> None:
     code = 1
     try:
         os.setsid()
         told = os.read(wait_end, 1)
         os.close(wait_end)
+        if told == _GO:
+            threading.Thread(target=_stop_when_orphaned, args=(parent,), daemon=True).start()
         code = work() if told == _GO else 0
     except KeyboardInterrupt:
         code = 130
@@ -137,3 +145,11 @@ def _child(wait_end: int, work: Callable[[], int]) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
+
+
+def _stop_when_orphaned(parent: int) -> None:
+    """SIGINT to this worker (its Ctrl-C: pages in flight finished, the rest given back)
+    once `parent`, its collector, is gone: the worker is then another process's child."""
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_POLL)
+    os.kill(os.getpid(), signal.SIGINT)

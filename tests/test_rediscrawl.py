@@ -191,6 +191,15 @@ def children(parent: int) -> list[int]:
     return pids
 
 
+def running(pid: int) -> bool:
+    """Whether process `pid` exists and has not exited (a zombie has)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
 def file_state(path: Path) -> tuple[bytes, int]:
     """A file's bytes and modification time, to see that nothing touched it."""
     return path.read_bytes(), path.stat().st_mtime_ns
@@ -293,6 +302,28 @@ async def test_a_killed_collector_run_again_completes_the_crawl(
     for worker in workers:
         code, _, err = await worker.end()
         assert code == 0, err
+    await assert_stored_once(db, site)
+
+
+async def test_a_killed_collector_s_worker_processes_stop_and_a_rerun_completes(
+    site: Site, redis_server: Server, tmp_path: Path
+) -> None:
+    db = tmp_path / "crawl.db"
+    args = collect(db, site, redis_server, f"DELAY={DELAY}", "LEASE=2", workers=2)
+    first = await launch(*args)
+    await wait_for_items(db, 20, first.process)
+    forked = children(first.pid)
+    assert len(forked) == 2
+    first.signal(signal.SIGKILL)
+    assert (await first.end())[0] == -signal.SIGKILL
+    for _ in range(200):  # 20 s at most
+        alive = [pid for pid in forked if running(pid)]
+        if not alive:
+            break
+        await asyncio.sleep(0.1)
+    assert not alive, "worker processes outlived their collector"
+    code, _, err = await crawler(*args)
+    assert code == 0, err
     await assert_stored_once(db, site)
 
 
