@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection, SSLConnection
+from redis.asyncio.connection import Connection
 from redis.exceptions import AuthenticationError, DataError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -75,13 +75,6 @@ class PackedConnection(Connection):
         return _packed_command(args)
 
 
-class PackedSSLConnection(SSLConnection):
-    """`PackedConnection` over TLS (rediss://)."""
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        return _packed_command(args)
-
-
 def _packed_command(args: tuple[Any, ...]) -> list[bytes]:
     """As redis-py's packer: a command name of several words ("SCRIPT LOAD") is split;
     a bytearray is sent as bytes; other types are a DataError."""
@@ -101,11 +94,11 @@ def _packed_command(args: tuple[Any, ...]) -> list[bytes]:
 
 
 def _packing(url: str) -> dict[str, Any]:
-    """The client's connection class: one hiredis packs for, where hiredis is there."""
-    if _pack is None:
+    """The client's connection class: one hiredis packs for, where hiredis is there
+    (redis:// only: for rediss:// redis-py picks its own TLS connection class)."""
+    if _pack is None or urlsplit(url).scheme != "redis":
         return {}
-    secure = urlsplit(url).scheme == "rediss"
-    return {"connection_class": PackedSSLConnection if secure else PackedConnection}
+    return {"connection_class": PackedConnection}
 
 
 async def _version(client: Redis) -> tuple[int, ...]:

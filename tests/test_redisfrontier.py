@@ -665,6 +665,32 @@ async def test_connect_answers_with_a_client_or_one_line_naming_the_url(server: 
     assert str(caught.value) == f"FRONTIER={url}: cannot reach Redis (Connection refused)"
 
 
+async def test_connect_s_client_packs_commands_as_redis_py_does(server: Server) -> None:
+    from redis.asyncio.connection import Connection
+    from redis.exceptions import DataError
+
+    client = await connect(f"redis://127.0.0.1:{server.port}/0")
+    packed = await client.connection_pool.get_connection()
+    try:
+        assert type(packed) is redisconnect.PackedConnection
+        plain = Connection()
+        for args in [
+            ("SET", b"k\x00\xff", "v\u00e9", 7, -2.5),
+            ("SCRIPT LOAD", "return 1"),
+            (b"EVALSHA", b"abc", 1, b"key", bytearray(b"ba"), memoryview(b"mv"), 10**15),
+        ]:
+            assert b"".join(packed.pack_command(*args)) == b"".join(
+                bytes(part) for part in plain.pack_command(*args)
+            ), args
+        with pytest.raises(DataError):
+            packed.pack_command("SET", "k", None)
+    finally:
+        await client.connection_pool.release(packed)
+    await client.set(b"k\x00\xff", "v\u00e9")  # and the server takes what it packs
+    assert await client.get(b"k\x00\xff") == "v\u00e9".encode()
+    await client.aclose()
+
+
 async def test_connect_refuses_a_redis_older_than_the_scripts_need(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
