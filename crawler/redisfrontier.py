@@ -126,6 +126,7 @@ class Meta:
     max_pages: int  # 0: no bound
     probe: bool  # a host has one request in flight until its robots.txt is known
     created: float  # Redis's time of the creation, seconds since the epoch
+    format: int  # of its requests' blobs (crawler/wire.py FORMAT; 1 if not recorded)
 
 
 class Robots(NamedTuple):
@@ -181,13 +182,15 @@ class RedisFrontier:
         `max_pages`) as it is. A crawl of another spider under this id is a UsageError."""
         token = secrets.token_hex(8)
         first = _packed(start[:ADMIT_BATCH])
-        reply = await self._run("BEGIN", spider, token, max_pages, int(probe), first)
+        reply = await self._run("BEGIN", spider, token, max_pages, int(probe), wire.FORMAT, first)
         status, value = _text(reply[0]), _text(reply[1])
         if status == "other":
             raise UsageError(
                 f"crawl {self.crawl_id!r} in Redis belongs to spider {value!r}, not {spider!r};"
                 " use -s CRAWL_ID=..."
             )
+        if status == "format":
+            raise UsageError(self.format_problem(int(value)))
         if status == "created" and len(start) > ADMIT_BATCH:  # the rest in batches
             await self.admit(start[ADMIT_BATCH:])
         return Begun(status == "created", value)
@@ -201,8 +204,16 @@ class RedisFrontier:
         return Meta(
             fields["spider"], fields.get("token", ""), fields.get("state", ""),
             int(fields.get("max_pages", 0)), fields.get("probe") == "1",
-            int(fields.get("created", 0)) / 1e6,
+            int(fields.get("created", 0)) / 1e6, int(fields.get("format", 1)),
         )  # fmt: skip
+
+    def format_problem(self, found: int) -> str:
+        """Why a crawl whose requests are stored in format `found` cannot be joined."""
+        return (
+            f"crawl {self.crawl_id!r} in Redis was written by another version of the crawler"
+            f" (requests in format {found}; this one reads {wire.FORMAT}): finish it with"
+            " that version, or start anew under -s CRAWL_ID=..."
+        )
 
     async def set_state(self, state: str) -> None:
         """Set the crawl "running", "stopped" (workers stop) or "ended" (workers exit);

@@ -23,7 +23,8 @@ bound on results waiting for the collector (0: none). The clock is Redis's own
     robots          HASH host -> robots.txt; robots:<host> the fetcher's lock
     meta            HASH: spider, token, created (Redis time), state (running, stopped,
                     ended), max_pages (0: no bound), probe (1: one request of a host in
-                    flight until its robots.txt is known)
+                    flight until its robots.txt is known), format (of the requests'
+                    blobs, crawler/wire.py)
     workers         HASH worker -> "<heartbeat time> <JSON the worker sent>"
 
 A script that changes `stats`, hosts' `inflight` or their place in `ready` tallies the
@@ -555,23 +556,26 @@ return 1
 )
 
 # ARGV[5] spider, ARGV[6] a new token, ARGV[7] max_pages, ARGV[8] probe (1 or 0), ARGV[9]
-# the start requests, packed as for admit. A new crawl is created and seeded: {"created",
-# token}. One of the same spider is set running again: {"joined", its token}. Another
-# spider's crawl is left alone: {"other", its spider}.
+# the format of the requests' blobs, ARGV[10] the start requests, packed as for admit. A
+# new crawl is created and seeded: {"created", token}. One of the same spider is set
+# running again, under this run's max_pages: {"joined", its token}. Another spider's
+# crawl is left alone: {"other", its spider}; so is one whose blobs are of another format
+# (written by another version: "1" before the format was recorded): {"format", it}.
 BEGIN = (
     _PRELUDE
     + """
 local function main()
-  local m = redis.call('HMGET', META, 'spider', 'token')
+  local m = redis.call('HMGET', META, 'spider', 'token', 'format')
   if m[1] then
     if m[1] ~= ARGV[5] then return {'other', m[1]} end
+    if (m[3] or '1') ~= ARGV[9] then return {'format', m[3] or '1'} end
     redis.call('HSET', META, 'state', 'running', 'max_pages', ARGV[7])  -- this run's bound
     return {'joined', m[2]}
   end
   redis.call('HSET', META, 'spider', ARGV[5], 'token', ARGV[6], 'created', STAMP,
-             'state', 'running', 'max_pages', ARGV[7], 'probe', ARGV[8])
+             'state', 'running', 'max_pages', ARGV[7], 'probe', ARGV[8], 'format', ARGV[9])
   PROBE = ARGV[8] == '1'
-  admit(ARGV[9])
+  admit(ARGV[10])
   return {'created', ARGV[6]}
 end
 

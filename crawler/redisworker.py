@@ -25,7 +25,7 @@ from typing import Any
 
 from protego import Protego
 
-from crawler import results
+from crawler import results, wire
 from crawler.errors import UsageError
 from crawler.frontier import LocalFrontier
 from crawler.http import PageResult, Request
@@ -82,6 +82,8 @@ class RedisWork:
                     f"crawl {self.redis.crawl_id!r} in Redis belongs to spider "
                     f"{meta.spider!r}, not {self.spider!r}"
                 )
+            if meta is not None and meta.format != wire.FORMAT:
+                raise UsageError(self.redis.format_problem(meta.format))
             if meta is not None and meta.state != "stopped":
                 break
             if waited % WAIT_LOG < 0.5:

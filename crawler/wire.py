@@ -25,6 +25,7 @@ Resolve = Callable[[str | None], Callback | None]  # a callback's name -> the sp
 
 _DEFAULTS: tuple[Any, ...] = (None, 0, 0, "GET", None, None, None, None, False, 0, None)
 IDENT = 16  # bytes of identity before the fields: a fingerprint, or a dont_filter uid
+FORMAT = 2  # this layout; 1: the JSON array alone. A crawl in Redis records its own.
 _HTTPS = "~"  # marks a URL stored without "https://host"
 # One encoder for every request: json.dumps with arguments builds one per call.
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode

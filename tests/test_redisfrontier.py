@@ -587,6 +587,26 @@ async def test_a_crawl_of_another_spider_is_refused_and_states_are_kept(client: 
     assert (await frontier.meta()) == dataclasses.replace(meta, state="ended")
 
 
+async def test_a_crawl_written_by_another_version_is_refused_untouched(client: Redis) -> None:
+    frontier = RedisFrontier(client, "c", per_host=4, delay=0)
+    await frontier.begin("tree", pages("a.test", 2), max_pages=0, probe=False)
+    meta = await frontier.meta()
+    assert meta is not None and meta.format == wire.FORMAT
+    key = frontier.prefix + "meta"
+    await client.hdel(key, "format")  # as written before the format was recorded
+    before = await client.hgetall(key)
+    problem = (
+        r"^crawl 'c' in Redis was written by another version of the crawler"
+        r" \(requests in format 1; this one reads 2\)"
+    )
+    with pytest.raises(UsageError, match=problem):
+        await frontier.begin("tree", pages("a.test", 2), max_pages=5, probe=False)
+    assert await client.hgetall(key) == before and (await frontier.counts()).queued == 2
+    work = RedisWork(frontier, LocalFrontier(Settings.build({"ROBOTS": False})), "tree")
+    with pytest.raises(UsageError, match=problem):
+        await work.open([])
+
+
 async def test_max_pages_bounds_the_pages_finished_across_workers(client: Redis) -> None:
     frontier = RedisFrontier(client, "c", per_host=4, delay=0)
     hosts = ("a.test", "b.test", "c.test", "d.test")
