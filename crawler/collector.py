@@ -129,8 +129,8 @@ class Collector:
                 "heartbeat": str(time.time()),
                 "in_flight": str(self._leased if state == "running" else 0),
                 "max_pages": str(self.max_pages),
-                # left in Redis at the end: an end by MAX_PAGES leaves the crawl unfinished
-                "redis_queued": str(self._queued if state in ("running", "ended") else 0),
+                # what waits in Redis; after a stop or an end by MAX_PAGES, what is left
+                "redis_queued": str(self._queued),
                 "redis_workers": json.dumps(workers),
                 "redis_refused": str(self._refused),
                 "redis_expired": str(self._expired),

@@ -411,6 +411,8 @@ async def test_ctrl_c_on_the_collector_stops_everyone_and_a_rerun_completes(
     async with redis_client(redis_server) as client:  # none left to expire: given back
         assert await client.zcard(f"crawl:{{{CRAWL_ID}}}:leases") == 0
     assert count_items(db) < site.pages
+    code, out, err = await crawler("status", str(db))  # what is left is queued in Redis
+    assert code == 0 and "unfinished" in out and "queued: 0" not in out, out + err
     code, _, err = await (await launch(*args)).end()
     assert code == 0, err
     await assert_stored_once(db, site)
