@@ -341,8 +341,8 @@ class Fetcher:
         """The response to `request` and the number of tries it took (0: from the cache);
         or FetchError."""
         cached = fp = None
-        if self._cache is not None:  # keyed by fingerprint (a leased dont_filter
-            # request's fp is the uid the Redis frontier gave it, not its fingerprint)
+        if self._cache is not None:  # keyed by fingerprint; a leased dont_filter request's
+            # fp is the uid the Redis frontier gave it, not its fingerprint
             fp = request.fp if request.fp and not request.dont_filter else None
             fp = fp or fingerprint(request.method, request.url, request.body)
             cached = await self._cache.get(request, fp)

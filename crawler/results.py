@@ -21,7 +21,6 @@ from typing import Any
 from multidict import CIMultiDict
 
 from crawler.http import PageResult, Request
-from crawler.urls import fingerprint
 
 _DUPLICATE = "duplicate"
 _HOP_SEEN = "redirect to a page already crawled"  # as the SQLite store counts a lost hop
@@ -61,12 +60,11 @@ def encode(page: PageResult) -> bytes:
 
 
 def decode(blob: bytes, request: Request, new: int) -> PageResult:
-    """The page `encode` wrote, for the collector to store: its request is `request`
-    (given its fingerprint if it has none, in place), its links are gone (they live in Redis), and
-    those Redis refused as seen before (sent - new) are counted among its drops."""
+    """The page `encode` wrote, for the collector to store: its request is `request` (as
+    `wire.decode` gave it, its fingerprint with it), its links are gone (they live in
+    Redis), and those Redis refused as seen before (sent - new) are counted among its
+    drops."""
     fields = json.loads(blob)
-    if not request.fp:  # the collector's own copy, decoded for this page: set in place
-        request.fp = fingerprint(request.method, request.url, request.body)
     page = PageResult(
         request,
         status=fields.get("status"),
